@@ -1,0 +1,208 @@
+"""Composition root: the only module that wires the stages together.
+
+Entry points: `Pipeline` (queue -> journal -> normalizer -> store -> bus), `Pipeline.start()`
+/ `.stop()` (worker thread), `Pipeline.process_batch(raws)` (synchronous, for replay and
+tests), `replay_journal(path, settings)`, `final_positions_json(snapshot)`.
+
+Invariants:
+- One worker thread does all writes: journal line first, then normalize, then the store;
+  after each batch the journal is flushed, the store view is published, and only then are
+  the batch's events fanned out on the bus (a subscriber sees books that include its event).
+- The worker loop never dies silently: a failure on one event is counted, logged and the
+  event parked as a dead letter; the loop goes on.
+- `stop()` drains everything queued before it, then returns.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from execstate.bus import TOPIC_DELTA, TOPIC_FILL, TOPIC_ORDER, EventBus
+from execstate.bridge.journal import JournalReader, JournalWriter
+from execstate.config import Settings
+from execstate.domain.events import DeadLetter, FillEvent, OrderEvent, PositionSnapshot
+from execstate.domain.money import fmt_decimal
+from execstate.normalize.instruments import InstrumentResolver
+from execstate.normalize.intents import IntentRegistry
+from execstate.normalize.worker import Normalizer
+from execstate.positions.fees import FeeSchedule
+from execstate.positions.store import PositionStore
+from execstate.telemetry.logging import get_logger
+from execstate.telemetry.stats import PipelineStats
+
+_STOP = object()
+log = get_logger("execstate.pipeline")
+
+
+class Pipeline:
+    """Raw events in, books and events out. See the module docstring."""
+
+    def __init__(self, settings: Settings, *, intents: IntentRegistry | None = None, journal_path: Path | None = None, raw_queue: queue.SimpleQueue | None = None) -> None:
+        self.settings = settings
+        self.stats = PipelineStats()
+        self.intents = intents if intents is not None else IntentRegistry(dict(settings.strategies.tags))
+        fees = FeeSchedule(settings.fees)
+        self.store = PositionStore(fees)
+        self.normalizer = Normalizer(self.intents, InstrumentResolver(settings), self.stats, settings.queue.dedupe_capacity)
+        self.bus = EventBus(on_error=self._subscriber_error)
+        self.queue: queue.SimpleQueue = raw_queue if raw_queue is not None else queue.SimpleQueue()
+        self.dead_letters: deque[DeadLetter] = deque(maxlen=settings.queue.dead_letter_capacity)
+        self.journal = JournalWriter(journal_path) if journal_path is not None else None
+        self._thread: threading.Thread | None = None
+        self._batch_max = settings.queue.batch_max
+
+    # --- processing -------------------------------------------------------------------
+    def _subscriber_error(self, topic: str, exc: BaseException) -> None:
+        self.stats.subscriber_errors += 1
+        log.error("subscriber_failed", topic=topic, error=repr(exc))
+
+    def process_batch(self, raws: list) -> None:
+        """Journal, normalize and book a batch, publish the view, then fan out."""
+        stats = self.stats
+        stats.raw_events += len(raws)
+        journal = self.journal
+        normalize = self.normalizer.normalize
+        apply_fill = self.store.apply_fill
+        out: list[Any] = []
+        fill_recv: list[int] = []
+        for raw in raws:
+            try:
+                if journal is not None:
+                    journal.write(raw)
+                event = normalize(raw)
+                if event is None:
+                    continue
+                if type(event) is FillEvent:
+                    deltas = apply_fill(event)
+                    out.append(event)
+                    out.extend(deltas)
+                    fill_recv.append(event.ts_recv)
+                elif type(event) is OrderEvent:
+                    out.append(event)
+                else:
+                    self._park(event)
+            except Exception as exc:  # a bug on one event must not stop the books
+                log.exception("event_failed", error=repr(exc))
+                self._park(DeadLetter(reason=f"internal error: {exc!r}"[:300], state=str(raw[1])[:40], ts_recv=raw[0], msg=repr(raw[2])[:1000]))
+        if journal is not None:
+            journal.flush()
+            stats.journal_lines = journal.lines
+        self.store.publish()
+        if fill_recv:
+            now = time.time_ns()
+            add = stats.latency_ns.add
+            for ts in fill_recv:
+                add(now - ts)
+        self._fan_out(out)
+
+    def _park(self, dead: DeadLetter) -> None:
+        self.dead_letters.append(dead)
+        log.warning("dead_letter", reason=dead.reason, state=dead.state)
+
+    def _fan_out(self, events: list[Any]) -> None:
+        bus = self.bus
+        publish = bus.publish
+        fills, orders, deltas = bus.has_subscribers(TOPIC_FILL), bus.has_subscribers(TOPIC_ORDER), bus.has_subscribers(TOPIC_DELTA)
+        for event in events:
+            kind = type(event)
+            if kind is FillEvent:
+                if fills:
+                    publish(TOPIC_FILL, event)
+            elif kind is OrderEvent:
+                if orders:
+                    publish(TOPIC_ORDER, event)
+            else:
+                self.stats.deltas += 1
+                if deltas:
+                    publish(TOPIC_DELTA, event)
+
+    # --- worker thread ----------------------------------------------------------------
+    def _run(self) -> None:
+        get = self.queue.get
+        get_nowait = self.queue.get_nowait
+        qsize = self.queue.qsize
+        limit = self._batch_max
+        stopping = False
+        while not stopping:
+            batch = [get()]
+            for _ in range(min(qsize(), limit - 1)):
+                try:
+                    batch.append(get_nowait())
+                except queue.Empty:
+                    break
+            if any(item is _STOP for item in batch):
+                stopping = True
+                batch = [item for item in batch if item is not _STOP]
+            if batch:
+                self.process_batch(batch)
+
+    def start(self) -> Pipeline:
+        if self._thread is not None:
+            raise RuntimeError("pipeline already started")
+        self._thread = threading.Thread(target=self._run, name="execstate-pipeline", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Drain what is queued, stop the worker, close the journal."""
+        if self._thread is not None:
+            self.queue.put(_STOP)
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                raise RuntimeError(f"pipeline worker did not stop within {timeout} s")
+            self._thread = None
+        if self.journal is not None:
+            self.journal.close()
+
+    def snapshot(self) -> PositionSnapshot:
+        return self.store.snapshot(time.time_ns())
+
+
+def replay_journal(path: Path, settings: Settings, intents: IntentRegistry | None = None, chunk: int = 4096) -> tuple[Pipeline, JournalReader]:
+    """Feed a journal through a fresh pipeline, synchronously. Returns it and the reader."""
+    pipeline = Pipeline(settings, intents=intents)
+    reader = JournalReader(path)
+    batch: list = []
+    for raw in reader:
+        batch.append(raw)
+        if len(batch) >= chunk:
+            pipeline.process_batch(batch)
+            batch = []
+    if batch:
+        pipeline.process_batch(batch)
+    for number, reason in reader.bad_lines:
+        pipeline.stats.dead_letters += 1
+        pipeline._park(DeadLetter(reason=f"journal line {number}: {reason}", state="", ts_recv=0, msg=None))
+    return pipeline, reader
+
+
+def positions_as_dicts(snapshot: PositionSnapshot) -> list[dict[str, str]]:
+    """The stable `replay --json` shape: numbers as decimal strings."""
+    return [
+        {
+            "account": p.account,
+            "strategy": p.strategy,
+            "symbol": p.symbol,
+            "quantity": str(p.quantity),
+            "avg_price": fmt_decimal(p.avg_price),
+            "realized_pnl": fmt_decimal(p.realized_pnl),
+            "fees": fmt_decimal(p.fees),
+            "taxes": fmt_decimal(p.taxes),
+        }
+        for p in snapshot.positions
+    ]
+
+
+def write_snapshot_file(snapshot: PositionSnapshot, path: Path) -> None:
+    """Write a snapshot as JSON atomically (temp file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_bytes(msgspec.json.encode(snapshot))
+    tmp.replace(path)

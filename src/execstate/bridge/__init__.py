@@ -1,0 +1,1 @@
+"""Bridge: Shioaji callbacks -> raw events on a queue; the raw-event journal; the simulated broker."""

@@ -1,0 +1,91 @@
+"""Append-only journal of raw events, one JSON object per line, and its reader.
+
+Line format (see contracts/execution.md):
+`{"ts_ns": <int>, "state": "SORDER"|"SDEAL"|"FORDER"|"FDEAL", "msg": {...as Shioaji delivered it...}}`
+
+Entry points: `JournalWriter.write(raw)`, `.flush()`, `.close()`; `JournalReader(path)`
+(iterate for `RawExecEvent`s; `bad_lines` lists what could not be read).
+
+Invariants:
+- A line is written before its event is applied; `flush()` (once per batch) hands the
+  bytes to the kernel, so an acknowledged batch survives a SIGKILL of the process.
+- Floats are written in shortest round-trip form, so a replay sees the same values.
+- The reader never raises on bad content: a torn last line (a crash mid-write) or a
+  malformed line is recorded in `bad_lines` with its number and reason, and skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from execstate.domain.events import RawExecEvent
+from execstate.domain.payloads import state_name, to_plain
+
+_encoder = msgspec.json.Encoder()
+
+
+def encode_line(raw: RawExecEvent | tuple) -> bytes:
+    ts_ns, state, msg = raw
+    try:
+        name = state_name(state)
+    except Exception:
+        name = str(state)[:40]
+    body = msg if type(msg) is dict else to_plain(msg)
+    try:
+        return _encoder.encode({"ts_ns": ts_ns, "state": name, "msg": body}) + b"\n"
+    except (TypeError, ValueError, OverflowError):
+        return _encoder.encode({"ts_ns": ts_ns, "state": name, "msg": to_plain(body)}) + b"\n"
+
+
+class JournalWriter:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = self.path.open("ab", buffering=1 << 20)
+        self.lines = 0
+
+    def write(self, raw: RawExecEvent | tuple) -> None:
+        self._fh.write(encode_line(raw))
+        self.lines += 1
+
+    def flush(self) -> None:
+        self._fh.flush()
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._fh.flush()
+            self._fh.close()
+
+
+class _Line(msgspec.Struct):
+    ts_ns: int
+    state: str
+    msg: Any
+
+
+class JournalReader:
+    """Iterates the raw events of a journal file in order."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.bad_lines: list[tuple[int, str]] = []
+
+    def __iter__(self) -> Iterator[RawExecEvent]:
+        decoder = msgspec.json.Decoder(_Line)
+        with self.path.open("rb") as fh:
+            for number, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                if not line.endswith(b"\n"):
+                    self.bad_lines.append((number, "torn last line (no newline): the writer stopped mid-line"))
+                    continue
+                try:
+                    rec = decoder.decode(line)
+                except msgspec.DecodeError as exc:
+                    self.bad_lines.append((number, f"not a journal line: {exc}"))
+                    continue
+                yield RawExecEvent(rec.ts_ns, rec.state, rec.msg)

@@ -1,0 +1,95 @@
+"""In-process event bus: strategies and risk subscribe to fills, order events and deltas.
+
+Entry points: `EventBus.subscribe(topic, callback)`, `EventBus.iterate(topic)`,
+`EventBus.publish(topic, event)`; topics `TOPIC_FILL`, `TOPIC_ORDER`, `TOPIC_DELTA`.
+
+Invariants:
+- Subscribers are called on the pipeline worker's thread, in publish order, with the
+  immutable event; they must be quick (hand work to their own thread or use `iterate`).
+- A subscriber that raises never stops the worker or other subscribers: the error is
+  counted (`errors`) and reported through `on_error`.
+- An iterator subscription gets its own unbounded queue; closing it unsubscribes.
+"""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Callable, Iterator
+from typing import Any
+
+TOPIC_FILL = "fill"
+TOPIC_ORDER = "order"
+TOPIC_DELTA = "delta"
+TOPICS = (TOPIC_FILL, TOPIC_ORDER, TOPIC_DELTA)
+
+_CLOSED = object()
+
+
+class Subscription:
+    """An iterator over one topic's events; `close()` ends it."""
+
+    def __init__(self, bus: EventBus, topic: str) -> None:
+        self._bus = bus
+        self._topic = topic
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def __next__(self) -> Any:
+        item = self._queue.get()
+        if item is _CLOSED:
+            raise StopIteration
+        return item
+
+    def get(self, timeout: float | None = None) -> Any:
+        """Next event, or raise `queue.Empty` after `timeout` seconds."""
+        item = self._queue.get(timeout=timeout)
+        if item is _CLOSED:
+            raise StopIteration
+        return item
+
+    def close(self) -> None:
+        self._bus.unsubscribe(self._topic, self._queue.put)
+        self._queue.put(_CLOSED)
+
+
+class EventBus:
+    """Synchronous fan-out of pipeline events to in-process subscribers."""
+
+    def __init__(self, on_error: Callable[[str, BaseException], None] | None = None) -> None:
+        self._subscribers: dict[str, tuple[Callable[[Any], None], ...]] = {t: () for t in TOPICS}
+        self._on_error = on_error
+        self.errors = 0
+
+    def _check(self, topic: str) -> None:
+        if topic not in self._subscribers:
+            raise ValueError(f"topic={topic!r}: expected one of {', '.join(TOPICS)}")
+
+    def subscribe(self, topic: str, callback: Callable[[Any], None]) -> None:
+        """Call `callback(event)` for every event published on `topic`."""
+        self._check(topic)
+        self._subscribers[topic] = (*self._subscribers[topic], callback)
+
+    def unsubscribe(self, topic: str, callback: Callable[[Any], None]) -> None:
+        self._check(topic)
+        self._subscribers[topic] = tuple(cb for cb in self._subscribers[topic] if cb != callback)
+
+    def iterate(self, topic: str) -> Subscription:
+        """Subscribe with an iterator (for a consumer on its own thread)."""
+        self._check(topic)
+        sub = Subscription(self, topic)
+        self.subscribe(topic, sub._queue.put)
+        return sub
+
+    def has_subscribers(self, topic: str) -> bool:
+        return bool(self._subscribers[topic])
+
+    def publish(self, topic: str, event: Any) -> None:
+        for callback in self._subscribers[topic]:
+            try:
+                callback(event)
+            except Exception as exc:  # a subscriber's bug must not stop the pipeline
+                self.errors += 1
+                if self._on_error is not None:
+                    self._on_error(topic, exc)

@@ -1,0 +1,157 @@
+"""Validated settings, loaded from `config/execution.yaml`.
+
+Entry points: `load_settings(path=None) -> Settings`, `Settings`, `DEFAULT_CONFIG_PATH`.
+
+Invariants:
+- Units are in the field names (`snapshot_interval_ms`); money and rates are `Decimal`.
+- Unknown keys are errors (a typo never silently falls back to a default).
+- A bad file raises `ConfigError` whose message names each bad key, its value and what was
+  expected, e.g. `fees.stock.discount = '1.7': expected a number <= 1`.
+- Settings are read once at start (never at import) and are immutable afterwards.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from execstate.domain.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[2] / "config" / "execution.yaml"
+
+Rate = Annotated[Decimal, Field(ge=0, le=1)]
+Money = Annotated[Decimal, Field(ge=0)]
+PositiveMs = Annotated[int, Field(gt=0)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class QueueSettings(_Model):
+    batch_max: Annotated[int, Field(gt=0, le=1_000_000)] = 4096
+    dedupe_capacity: Annotated[int, Field(gt=0)] = 2_000_000
+    dead_letter_capacity: Annotated[int, Field(gt=0)] = 100_000
+
+
+class ReconcileSettings(_Model):
+    callback_gap_threshold_ms: PositiveMs = 1000
+    deadline_ms: PositiveMs = 10_000
+    confirmations: Annotated[int, Field(ge=1, le=10)] = 2
+    max_quantity_mismatch: Annotated[int, Field(ge=0)] = 0
+    max_pnl_mismatch_twd: Money = Decimal("100")
+    poll_interval_ms: PositiveMs = 5000
+
+
+class RateLimitSettings(_Model):
+    portfolio_queries_per_window: Annotated[int, Field(gt=0, le=25)] = 25
+    portfolio_window_ms: PositiveMs = 5000
+    order_calls_per_window: Annotated[int, Field(gt=0, le=250)] = 250
+    order_window_ms: PositiveMs = 10_000
+    backoff_initial_ms: PositiveMs = 500
+    backoff_max_ms: PositiveMs = 60_000
+
+
+class OddLotSettings(_Model):
+    # True: odd-lot and board-lot fills of a stock share one position, in shares.
+    # False: odd lots are kept as their own position, symbol suffixed ":Odd".
+    combine_with_board_lots: bool = True
+
+
+class StockFeeSettings(_Model):
+    commission_rate: Rate = Decimal("0.001425")
+    discount: Annotated[Decimal, Field(gt=0, le=1)] = Decimal("1")
+    min_fee_board_lot: Money = Decimal("20")
+    min_fee_odd_lot: Money = Decimal("1")
+    rounding: Literal["floor", "round", "ceil"] = "floor"
+    tax_rate: Rate = Decimal("0.003")
+    day_trade_tax_rate: Rate = Decimal("0.0015")
+    etf_tax_rate: Rate = Decimal("0.001")
+    etf_code_prefixes: tuple[str, ...] = ("00",)
+    etf_codes: tuple[str, ...] = ()
+    non_etf_codes: tuple[str, ...] = ()
+    day_trade_conds: tuple[str, ...] = ("Cash",)
+
+
+class FuturesFeeSettings(_Model):
+    futures_tax_rate: Rate = Decimal("0.00002")
+    option_tax_rate: Rate = Decimal("0.001")
+    # broker commission plus exchange fees, TWD per contract per side, by product root
+    fee_per_contract: dict[str, Money] = Field(default_factory=lambda: {"default": Decimal("50")})
+
+
+class FeeSettings(_Model):
+    stock: StockFeeSettings = StockFeeSettings()
+    futures: FuturesFeeSettings = FuturesFeeSettings()
+
+
+def _default_products() -> dict[str, Decimal]:
+    return {
+        "TXF": Decimal(200), "MXF": Decimal(50), "TMF": Decimal(10), "TXO": Decimal(50),
+        "EXF": Decimal(4000), "FXF": Decimal(1000),
+    }
+
+
+class MultiplierSettings(_Model):
+    products: dict[str, Annotated[Decimal, Field(gt=0)]] = Field(default_factory=_default_products)
+    overrides: dict[str, Annotated[Decimal, Field(gt=0)]] = Field(default_factory=dict)
+    default_future: Annotated[Decimal, Field(gt=0)] = Decimal(2000)
+    default_option: Annotated[Decimal, Field(gt=0)] = Decimal(2000)
+
+
+class StrategySettings(_Model):
+    # custom_field tag (<= 6 chars, as Shioaji allows) -> strategy id
+    tags: dict[Annotated[str, Field(min_length=1, max_length=6)], str] = Field(default_factory=dict)
+
+
+class Settings(_Model):
+    state_dir: Path = Path("state")
+    snapshot_interval_ms: PositiveMs = 1000
+    queue: QueueSettings = QueueSettings()
+    reconcile: ReconcileSettings = ReconcileSettings()
+    rate_limits: RateLimitSettings = RateLimitSettings()
+    odd_lots: OddLotSettings = OddLotSettings()
+    fees: FeeSettings = FeeSettings()
+    multipliers: MultiplierSettings = MultiplierSettings()
+    strategies: StrategySettings = StrategySettings()
+
+
+def _describe(error: dict) -> str:
+    key = ".".join(str(part) for part in error["loc"]) or "<root>"
+    value = error.get("input")
+    if error["type"] == "extra_forbidden":
+        return f"{key} = {value!r}: unknown key"
+    if error["type"] == "missing":
+        return f"{key}: missing"
+    return f"{key} = {value!r}: expected {error['msg'].removeprefix('Input should be ').lower()}"
+
+
+def parse_settings(data: object, source: str = "<settings>") -> Settings:
+    """Validate a mapping (as loaded from YAML) into `Settings`, or raise `ConfigError`."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        lines = "\n".join(f"  {_describe(err)}" for err in exc.errors())
+        raise ConfigError(f"{source}: invalid settings\n{lines}") from None
+
+
+def load_settings(path: str | Path | None = None) -> Settings:
+    """Read and validate a YAML settings file (default: `config/execution.yaml`)."""
+    file = Path(path) if path is not None else DEFAULT_CONFIG_PATH
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read settings ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{file}: not valid YAML ({exc})") from None
+    return parse_settings(data, str(file))

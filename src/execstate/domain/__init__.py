@@ -1,0 +1,1 @@
+"""Domain values shared by every stage: money, instruments, ids, events, errors."""

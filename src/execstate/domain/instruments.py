@@ -1,0 +1,63 @@
+"""Instruments: what a symbol is, its units and its multiplier.
+
+Entry points: `InstrumentKind`, `Instrument`, `stock_symbol`, `shares_per_unit`.
+
+Invariants:
+- Stock quantities in the books are shares: a Common (also Fixing, BlockTrade) unit is a
+  1000-share lot; Odd and IntradayOdd quantities are already shares.
+- Futures and options quantities are contracts; value = price * multiplier * contracts.
+- A stock position's symbol carries its order condition when it is not Cash
+  (`2330`, `2330:MarginTrading`, `2330:ShortSelling`), because the broker keeps those
+  positions apart; futures and options use `full_code` (`TXFL6`, `TXO27900L6`), which names
+  the contract month.
+"""
+
+from __future__ import annotations
+
+import enum
+from decimal import Decimal
+
+import msgspec
+
+SHARES_PER_LOT = 1000
+
+# order_lot -> shares per quantity unit in Shioaji's stock payloads
+_SHARES_PER_UNIT: dict[str, int] = {
+    "Common": SHARES_PER_LOT,
+    "Fixing": SHARES_PER_LOT,
+    "BlockTrade": SHARES_PER_LOT,
+    "Odd": 1,
+    "IntradayOdd": 1,
+}
+
+STOCK_ORDER_CONDS = frozenset(
+    {"Cash", "Netting", "MarginTrading", "ShortSelling", "SBLShort", "SBLShortPriceExempt", "Emerging"}
+)
+
+
+class InstrumentKind(str, enum.Enum):
+    """What kind of contract a symbol is."""
+
+    STOCK = "STK"
+    FUTURE = "FUT"
+    OPTION = "OPT"
+
+
+class Instrument(msgspec.Struct, frozen=True, gc=False):
+    """A tradable symbol as the books see it."""
+
+    symbol: str
+    code: str
+    kind: InstrumentKind
+    multiplier: Decimal
+    is_etf: bool = False
+
+
+def shares_per_unit(order_lot: str) -> int | None:
+    """Shares per quantity unit for a stock `order_lot`; None when the lot is unknown."""
+    return _SHARES_PER_UNIT.get(order_lot)
+
+
+def stock_symbol(code: str, order_cond: str) -> str:
+    """The position symbol of a stock: the code, suffixed by the condition unless Cash."""
+    return code if order_cond == "Cash" else f"{code}:{order_cond}"

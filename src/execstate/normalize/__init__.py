@@ -1,0 +1,1 @@
+"""Normalize: raw Shioaji events -> immutable OrderEvent / FillEvent (deduped, attributed)."""

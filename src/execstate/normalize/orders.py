@@ -1,0 +1,170 @@
+"""Order state machine: a transition table, and the book of the day's orders.
+
+Entry points: `OrderBook.on_order_event(...)`, `OrderBook.on_fill(...)`, `TRANSITIONS`,
+`OrderStatus`, `Outcome`.
+
+The table maps (current status, event kind) to a target: a status, `BY_QTY` (Submitted,
+PartFilled or Filled from the filled and live quantities), or `KEEP` (accepted, status
+unchanged: a late or repeated event). A pair missing from the table is an unexpected
+transition: it is counted and the status is kept, never overwritten.
+Invariants: a late event never rolls a status back (no path leads from Filled, Cancelled or
+Failed to a working status); a deal is never refused by the table, since it is a fact the
+books must follow (an overfill or a deal on a failed order is counted as unexpected).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class OrderStatus(str, enum.Enum):
+    UNKNOWN = "Unknown"  # a deal arrived before any order event
+    SUBMITTED = "Submitted"
+    PART_FILLED = "PartFilled"
+    FILLED = "Filled"
+    CANCELLED = "Cancelled"
+    FAILED = "Failed"
+
+
+class EventKind(str, enum.Enum):
+    NEW = "New"
+    NEW_FAILED = "NewFailed"  # New with op_code != "00", or op_type Reject
+    CANCEL = "Cancel"
+    UPDATE_QTY = "UpdateQty"
+    UPDATE_PRICE = "UpdatePrice"
+    OP_FAILED = "OpFailed"  # a Cancel / Update the broker refused
+    FILL = "Fill"
+
+
+BY_QTY = "by_qty"
+KEEP = "keep"
+_S = OrderStatus
+_E = EventKind
+
+TRANSITIONS: dict[tuple[OrderStatus | None, EventKind], object] = {
+    (None, _E.NEW): BY_QTY,
+    (None, _E.NEW_FAILED): _S.FAILED,
+    (None, _E.CANCEL): _S.CANCELLED,
+    (None, _E.UPDATE_QTY): BY_QTY,
+    (None, _E.UPDATE_PRICE): BY_QTY,
+    (None, _E.OP_FAILED): KEEP,
+    (None, _E.FILL): _S.UNKNOWN,
+    (_S.UNKNOWN, _E.NEW): BY_QTY,
+    (_S.UNKNOWN, _E.CANCEL): _S.CANCELLED,
+    (_S.UNKNOWN, _E.UPDATE_QTY): BY_QTY,
+    (_S.UNKNOWN, _E.UPDATE_PRICE): KEEP,
+    (_S.UNKNOWN, _E.OP_FAILED): KEEP,
+    (_S.UNKNOWN, _E.FILL): KEEP,
+    (_S.SUBMITTED, _E.NEW): KEEP,
+    (_S.SUBMITTED, _E.NEW_FAILED): _S.FAILED,
+    (_S.SUBMITTED, _E.CANCEL): _S.CANCELLED,
+    (_S.SUBMITTED, _E.UPDATE_QTY): BY_QTY,
+    (_S.SUBMITTED, _E.UPDATE_PRICE): KEEP,
+    (_S.SUBMITTED, _E.OP_FAILED): KEEP,
+    (_S.SUBMITTED, _E.FILL): BY_QTY,
+    (_S.PART_FILLED, _E.NEW): KEEP,
+    (_S.PART_FILLED, _E.CANCEL): _S.CANCELLED,
+    (_S.PART_FILLED, _E.UPDATE_QTY): BY_QTY,
+    (_S.PART_FILLED, _E.UPDATE_PRICE): KEEP,
+    (_S.PART_FILLED, _E.OP_FAILED): KEEP,
+    (_S.PART_FILLED, _E.FILL): BY_QTY,
+    (_S.FILLED, _E.NEW): KEEP,
+    (_S.FILLED, _E.OP_FAILED): KEEP,
+    (_S.CANCELLED, _E.NEW): KEEP,
+    (_S.CANCELLED, _E.CANCEL): KEEP,
+    (_S.CANCELLED, _E.OP_FAILED): KEEP,
+    (_S.CANCELLED, _E.FILL): KEEP,  # a deal reported after the cancel of the remainder
+    (_S.FAILED, _E.NEW_FAILED): KEEP,
+    (_S.FAILED, _E.OP_FAILED): KEEP,
+}
+
+
+@dataclass(slots=True)
+class OrderRecord:
+    """The running state of one order (mutable, owned by the normalizer thread)."""
+
+    status: OrderStatus | None = None
+    order_quantity: int | None = None  # book units; None until an order event arrives
+    cancel_quantity: int = 0
+    filled_quantity: int = 0
+    strategy: str = ""
+    symbol: str = ""
+
+    @property
+    def live_quantity(self) -> int | None:
+        if self.order_quantity is None:
+            return None
+        return self.order_quantity - self.cancel_quantity
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    status: OrderStatus
+    expected: bool  # False: the pair was not in the table (counted, status kept)
+    overfill: bool = False
+
+
+def _by_qty(rec: OrderRecord) -> OrderStatus:
+    live = rec.live_quantity
+    if live is None:
+        return OrderStatus.UNKNOWN
+    if rec.filled_quantity == 0:
+        return OrderStatus.CANCELLED if live <= 0 else OrderStatus.SUBMITTED
+    return OrderStatus.FILLED if rec.filled_quantity >= live else OrderStatus.PART_FILLED
+
+
+class OrderBook:
+    """All orders of the day by (account, order id), advanced through `TRANSITIONS`."""
+
+    def __init__(self) -> None:
+        self._orders: dict[tuple[str, str], OrderRecord] = {}
+
+    def get(self, account: str, order_id: str) -> OrderRecord | None:
+        return self._orders.get((account, order_id))
+
+    def record(self, account: str, order_id: str) -> OrderRecord:
+        key = (account, order_id)
+        rec = self._orders.get(key)
+        if rec is None:
+            rec = self._orders[key] = OrderRecord()
+        return rec
+
+    def _advance(self, rec: OrderRecord, kind: EventKind) -> Outcome:
+        target = TRANSITIONS.get((rec.status, kind))
+        if target is None:
+            current = rec.status or OrderStatus.UNKNOWN
+            return Outcome(current, expected=False)
+        if target is KEEP:
+            new = rec.status or OrderStatus.UNKNOWN
+        elif target == BY_QTY:
+            new = _by_qty(rec)
+        else:
+            new = target  # type: ignore[assignment]
+        rec.status = new
+        return Outcome(new, expected=True)
+
+    def on_order_event(self, account: str, order_id: str, kind: EventKind, order_quantity: int, cancel_quantity: int) -> Outcome:
+        """Apply an order report; quantities are the report's totals in book units."""
+        rec = self.record(account, order_id)
+        if kind in (EventKind.NEW, EventKind.UPDATE_QTY, EventKind.CANCEL, EventKind.UPDATE_PRICE):
+            if rec.order_quantity is None or order_quantity > 0:
+                rec.order_quantity = order_quantity
+            rec.cancel_quantity = max(rec.cancel_quantity, cancel_quantity)  # cumulative: never back
+        return self._advance(rec, kind)
+
+    def on_fill(self, account: str, order_id: str, quantity: int) -> Outcome:
+        rec = self.record(account, order_id)
+        rec.filled_quantity += quantity
+        outcome = self._advance(rec, EventKind.FILL)
+        live = rec.live_quantity
+        overfill = live is not None and rec.filled_quantity > live and rec.status is not OrderStatus.CANCELLED
+        return Outcome(outcome.status, outcome.expected, overfill)
+
+    def working(self) -> int:
+        """Orders that may still fill."""
+        working = (OrderStatus.SUBMITTED, OrderStatus.PART_FILLED, OrderStatus.UNKNOWN)
+        return sum(1 for rec in self._orders.values() if rec.status in working)
+
+    def __len__(self) -> int:
+        return len(self._orders)

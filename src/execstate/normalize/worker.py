@@ -1,0 +1,173 @@
+"""The normalizer: one raw event in, at most one immutable event out.
+
+Entry point: `Normalizer.normalize(raw) -> OrderEvent | FillEvent | DeadLetter | None`
+(None: a duplicate, counted and dropped). Called by one worker thread only.
+
+Invariants:
+- Dedupe by the broker's `event_id` when present AND by the natural key (deals:
+  (account, trade_id, exchange_seq); order events: (account, order id, op_type,
+  exchange_ts)), so a re-delivery with or without `event_id` is caught; never by `seqno`.
+  Memory is bounded (`SeenKeys`).
+- Event ids are derived from the natural keys, so a replay produces the same ids.
+- A deal whose order event has not arrived is emitted at once (it carries code, side,
+  price and quantity); the order is completed when its event arrives.
+- Malformed payloads become `DeadLetter`s with the reason; nothing raises out of `normalize`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from execstate.domain.errors import MalformedEvent
+from execstate.domain.events import DeadLetter, FillEvent, OrderEvent, RawExecEvent
+from execstate.normalize.dedupe import SeenKeys
+from execstate.normalize.instruments import InstrumentResolver
+from execstate.normalize.intents import IntentRegistry
+from execstate.normalize.orders import EventKind, OrderBook
+from execstate.domain.payloads import state_name, to_plain
+from execstate.normalize.parse import DEAL_STATES, ORDER_STATES, parse_deal, parse_order
+from execstate.telemetry.stats import PipelineStats
+
+
+def _order_kind(op_type: str, ok: bool) -> EventKind:
+    if op_type == "Reject":
+        return EventKind.NEW_FAILED
+    if not ok:
+        return EventKind.NEW_FAILED if op_type == "New" else EventKind.OP_FAILED
+    return EventKind(op_type)
+
+
+class Normalizer:
+    """Turns raw events into OrderEvent / FillEvent; owns dedupe memory and the order book."""
+
+    def __init__(self, intents: IntentRegistry, instruments: InstrumentResolver, stats: PipelineStats, dedupe_capacity: int = 2_000_000) -> None:
+        self.intents = intents
+        self.instruments = instruments
+        self.stats = stats
+        self.orders = OrderBook()
+        self.seen = SeenKeys(dedupe_capacity)
+
+    def normalize(self, raw: RawExecEvent | tuple) -> OrderEvent | FillEvent | DeadLetter | None:
+        ts_recv, state, msg = raw
+        try:
+            name = state_name(state)
+            if name in DEAL_STATES:
+                return self._deal(name, msg, ts_recv)
+            if name in ORDER_STATES:
+                return self._order(name, msg, ts_recv)
+            raise MalformedEvent(f"state={name[:40]!r}: expected SORDER, SDEAL, FORDER or FDEAL")
+        except MalformedEvent as exc:
+            return self._dead(exc.reason, state, ts_recv, msg)
+        except Exception as exc:  # a payload so odd it broke parsing: park it, keep going
+            return self._dead(f"unparseable payload ({type(exc).__name__}: {exc})"[:300], state, ts_recv, msg)
+
+    def _dead(self, reason: str, state: Any, ts_recv: int, msg: Any) -> DeadLetter:
+        self.stats.dead_letters += 1
+        try:
+            plain = to_plain(msg)
+        except Exception:
+            plain = repr(msg)[:1000]
+        return DeadLetter(reason=reason, state=str(getattr(state, "value", state))[:40], ts_recv=ts_recv, msg=plain)
+
+    def _is_duplicate(self, event_id: str, natural: tuple) -> bool:
+        seen = self.seen
+        fresh = seen.add(natural)
+        if event_id:
+            fresh = seen.add(("id", event_id)) and fresh
+        if not fresh:
+            self.stats.duplicates += 1
+        return not fresh
+
+    def _deal(self, state: str, msg: Mapping[str, Any], ts_recv: int) -> FillEvent | None:
+        d = parse_deal(state, msg)
+        natural = ("D", d.account, d.trade_id, d.exchange_seq)
+        if self._is_duplicate(d.event_id, natural):
+            return None
+        inst = self.instruments.resolve(d.security_type, d.code, d.full_code, d.order_cond, d.order_lot)
+        strategy = self._strategy(d.account, d.trade_id, d.custom_field)
+        outcome = self.orders.on_fill(d.account, d.trade_id, d.quantity)
+        stats = self.stats
+        if outcome.status.value == "Unknown":
+            stats.deals_before_order += 1
+        if not outcome.expected:
+            stats.unexpected_transitions += 1
+        if outcome.overfill:
+            stats.overfills += 1
+        stats.fills += 1
+        return FillEvent(
+            event_id=f"F:{d.account}:{d.trade_id}:{d.exchange_seq}",
+            account=d.account,
+            order_id=d.trade_id,
+            seqno=d.seqno,
+            ordno=d.ordno,
+            exchange_seq=d.exchange_seq,
+            strategy=strategy,
+            symbol=inst.symbol,
+            code=d.code,
+            kind=inst.kind.value,
+            side=d.side,  # type: ignore[arg-type]
+            price=d.price,
+            quantity=d.quantity,
+            multiplier=inst.multiplier,
+            is_etf=inst.is_etf,
+            order_cond=d.order_cond,
+            order_lot=d.order_lot,
+            market_type=d.market_type,
+            custom_field=d.custom_field,
+            ts_event=d.ts_event,
+            ts_recv=ts_recv,
+        )
+
+    def _strategy(self, account: str, order_id: str, custom_field: str) -> str:
+        rec = self.orders.get(account, order_id)
+        if rec is not None and rec.strategy:
+            return rec.strategy
+        strategy = self.intents.resolve(order_id, custom_field)
+        self.orders.record(account, order_id).strategy = strategy
+        return strategy
+
+    def _order(self, state: str, msg: Mapping[str, Any], ts_recv: int) -> OrderEvent | None:
+        o = parse_order(state, msg)
+        natural = ("O", o.account, o.order_id, o.op_type, o.exchange_ts)
+        if self._is_duplicate(o.event_id, natural):
+            return None
+        ok = o.op_code == "00"
+        kind = _order_kind(o.op_type, ok)
+        inst = self.instruments.resolve(o.security_type, o.code, o.full_code, o.order_cond, o.order_lot)
+        strategy = self._strategy(o.account, o.order_id, o.custom_field)
+        outcome = self.orders.on_order_event(o.account, o.order_id, kind, o.order_quantity or o.quantity, o.cancel_quantity)
+        stats = self.stats
+        if not outcome.expected:
+            stats.unexpected_transitions += 1
+        if not ok:
+            stats.order_failures += 1
+        stats.orders += 1
+        return OrderEvent(
+            event_id=f"O:{o.account}:{o.order_id}:{o.op_type}:{o.ts_event}",
+            account=o.account,
+            order_id=o.order_id,
+            seqno=o.seqno,
+            ordno=o.ordno,
+            strategy=strategy,
+            symbol=inst.symbol,
+            code=o.code,
+            kind=inst.kind.value,
+            op_type=o.op_type,
+            op_code=o.op_code,
+            op_msg=o.op_msg,
+            ok=ok,
+            action=o.side,  # type: ignore[arg-type]
+            price=o.price,
+            order_quantity=o.order_quantity or o.quantity,
+            cancel_quantity=o.cancel_quantity,
+            modified_price=o.modified_price,
+            order_cond=o.order_cond,
+            order_lot=o.order_lot,
+            price_type=o.price_type,
+            time_in_force=o.time_in_force,
+            custom_field=o.custom_field,
+            status=outcome.status.value,
+            ts_event=o.ts_event,
+            ts_recv=ts_recv,
+        )

@@ -1,0 +1,204 @@
+"""PositionStore: the single writer of the books, with lock-free consistent reads.
+
+Entry points: `PositionStore.apply_fill(fill) -> list[PositionDelta]`, `.publish()`, `.view()`,
+`.snapshot(now_ns)`, `.set_mark(symbol, price)`, `PositionKey`.
+
+Invariants:
+- One thread (the pipeline worker) calls `apply_fill` and `publish`; nothing else writes.
+- Readers call `view()` / `snapshot()` from any thread without locks: `publish()` swaps in a
+  new immutable `StoreView` (a copied mapping of immutable `PositionState`s) in one
+  attribute assignment, so a reader sees all of a batch or none of it.
+- Marks may be fed from any thread (quote ticks); unrealized PnL is computed at read time,
+  so marks never touch the write path.
+- Every applied fill yields one `PositionDelta` (cause "fill"), plus a "reorder" delta for
+  each other position whose books changed when a late fill re-folded its group; `seq` is
+  strictly increasing.
+- Books depend only on the set of fills, never on their delivery order: fills are booked
+  in exchange order (`canonical_key`), and a late one re-folds its (account, code) group.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Mapping
+from decimal import Decimal
+from types import MappingProxyType
+from typing import NamedTuple
+
+from execstate.domain.events import FillEvent, PositionDelta, PositionRecord, PositionSnapshot
+from execstate.domain.money import to_price
+from execstate.positions.fees import DayTradeBook, FeeSchedule, day_trade_step
+from execstate.positions.ledger import PositionState, apply, avg_price, unrealized_pnl
+
+_NS_PER_DAY = 86_400 * 1_000_000_000
+_TAIPEI_OFFSET_NS = 8 * 3600 * 1_000_000_000
+
+
+class PositionKey(NamedTuple):
+    account: str
+    strategy: str
+    symbol: str
+
+
+class StoreView(NamedTuple):
+    """An immutable, consistent picture of all positions at store sequence `seq`."""
+
+    seq: int
+    positions: Mapping[PositionKey, PositionState]
+
+
+def mark_key(symbol: str) -> str:
+    """Marks are per traded code: `2330:MarginTrading` is marked by `2330`'s price."""
+    return symbol.split(":", 1)[0]
+
+
+def trading_day(ts_ns: int) -> int:
+    """Taipei calendar day number of a timestamp (day-trade matching resets on it)."""
+    return (ts_ns + _TAIPEI_OFFSET_NS) // _NS_PER_DAY
+
+
+class _Group:
+    """All fills of one (account, code) in canonical order, with its day-trade book.
+
+    Stock positions of one code in one account share day-trade matching across
+    strategies and conditions, so they are booked together; a derivative's group is its
+    (account, full_code).
+    """
+
+    __slots__ = ("fills", "last", "day_trades")
+
+    def __init__(self) -> None:
+        self.fills: list[tuple[tuple, FillEvent]] = []
+        self.last: tuple = ()
+        self.day_trades = DayTradeBook()
+
+
+def canonical_key(fill: FillEvent) -> tuple:
+    """Exchange order: broker time, then the exchange's deal sequence, then the event id."""
+    return (fill.ts_event, fill.exchange_seq, fill.event_id)
+
+
+class PositionStore:
+    """Positions keyed by (account, strategy, symbol); see the module docstring."""
+
+    def __init__(self, fees: FeeSchedule) -> None:
+        self._fees = fees
+        self._positions: dict[PositionKey, PositionState] = {}
+        self._groups: dict[tuple[str, str], _Group] = {}
+        self._marks: dict[str, Decimal] = {}
+        self._seq = 0
+        self._view = StoreView(0, MappingProxyType({}))
+        self.refolds = 0
+
+    # --- write side (single writer) -------------------------------------------------
+    def apply_fill(self, fill: FillEvent) -> list[PositionDelta]:
+        """Book a fill; return its delta, plus `reorder` deltas for positions it re-folded.
+
+        Fills are booked in exchange order. A fill older than the newest one already booked
+        in its group (a reordered delivery) re-folds the group, so the books never depend
+        on delivery order.
+        """
+        group_key = (fill.account, fill.code if fill.kind == "STK" else fill.symbol)
+        group = self._groups.get(group_key)
+        if group is None:
+            group = self._groups[group_key] = _Group()
+        key = PositionKey(fill.account, fill.strategy, fill.symbol)
+        before = self._positions.get(key) or PositionState(multiplier=fill.multiplier)
+        order_key = canonical_key(fill)
+        if order_key > group.last:
+            group.fills.append((order_key, fill))
+            group.last = order_key
+            group.day_trades, state, fee, tax, realized = self._book(group.day_trades, before, fill)
+            self._positions[key] = state
+            return [self._delta("fill", fill, key, before, state, fee, tax, realized)]
+        return self._refold(group, order_key, fill, key, before)
+
+    def _book(self, book: DayTradeBook, state: PositionState, fill: FillEvent) -> tuple:
+        match = None
+        if self._fees.tracks_day_trades(fill):
+            book, match = day_trade_step(book, str(trading_day(fill.ts_event)), fill.side, fill.price, fill.quantity)
+        fee, tax = self._fees.charges(fill, match)
+        new, realized = apply(state, fill.side, fill.price, fill.quantity, fee, tax)
+        return book, new, fee, tax, realized
+
+    def _refold(self, group: _Group, order_key: tuple, fill: FillEvent, key: PositionKey, before: PositionState) -> list[PositionDelta]:
+        self.refolds += 1
+        bisect.insort(group.fills, (order_key, fill), key=lambda item: item[0])
+        book = DayTradeBook()
+        states: dict[PositionKey, PositionState] = {}
+        own = (Decimal(0), Decimal(0), Decimal(0))
+        for _, f in group.fills:
+            k = PositionKey(f.account, f.strategy, f.symbol)
+            state = states.get(k) or PositionState(multiplier=f.multiplier)
+            book, states[k], fee, tax, realized = self._book(book, state, f)
+            if f is fill:
+                own = (fee, tax, realized)
+        group.day_trades = book
+        deltas = [self._delta("fill", fill, key, before, states[key], *own)]
+        for k, state in states.items():
+            old = self._positions.get(k)
+            self._positions[k] = state
+            if k != key and old is not None and old != state:
+                deltas.append(self._delta("reorder", fill, k, old, state, state.fees - old.fees, state.taxes - old.taxes, state.realized_pnl - old.realized_pnl))
+        return deltas
+
+    def _delta(self, cause: str, fill: FillEvent, key: PositionKey, before: PositionState, after: PositionState, fee: Decimal, tax: Decimal, realized: Decimal) -> PositionDelta:
+        self._seq += 1
+        return PositionDelta(
+            seq=self._seq,
+            cause=cause,
+            source_id=fill.event_id,
+            account=key.account,
+            strategy=key.strategy,
+            symbol=key.symbol,
+            quantity_before=before.quantity,
+            quantity_after=after.quantity,
+            avg_price=avg_price(after),
+            realized_pnl_change=realized,
+            realized_pnl=after.realized_pnl,
+            fee=fee,
+            tax=tax,
+            fees=after.fees,
+            taxes=after.taxes,
+            ts_event=fill.ts_event,
+            ts_recv=fill.ts_recv,
+        )
+
+    def publish(self) -> StoreView:
+        """Make everything applied so far visible to readers, atomically."""
+        if self._view.seq != self._seq:
+            self._view = StoreView(self._seq, MappingProxyType(dict(self._positions)))
+        return self._view
+
+    # --- any thread -------------------------------------------------------------------
+    def set_mark(self, symbol: str, price: object) -> None:
+        """Feed a mark price (e.g. last trade from a quote tick) for a code or full_code."""
+        self._marks[mark_key(symbol)] = to_price(price, "mark_price")
+
+    def view(self) -> StoreView:
+        """The latest published view. Lock-free; never blocks the writer."""
+        return self._view
+
+    def snapshot(self, now_ns: int) -> PositionSnapshot:
+        """Records for every position in the latest view, with unrealized PnL at current marks."""
+        view = self._view
+        marks = self._marks
+        records = []
+        for key, state in sorted(view.positions.items()):
+            mark = marks.get(mark_key(key.symbol))
+            records.append(
+                PositionRecord(
+                    account=key.account,
+                    strategy=key.strategy,
+                    symbol=key.symbol,
+                    quantity=state.quantity,
+                    avg_price=avg_price(state),
+                    realized_pnl=state.realized_pnl,
+                    unrealized_pnl=unrealized_pnl(state, mark),
+                    fees=state.fees,
+                    taxes=state.taxes,
+                    mark_price=mark,
+                    multiplier=state.multiplier,
+                )
+            )
+        return PositionSnapshot(seq=view.seq, ts=now_ns, positions=tuple(records))

@@ -1,0 +1,1 @@
+"""Telemetry: counters and latency samples, Prometheus exposition, logging set-up."""
