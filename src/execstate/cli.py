@@ -23,7 +23,7 @@ from execstate.telemetry.logging import configure_logging
 from execstate.telemetry.stats import PipelineStats
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Execution events and position state for Shioaji traders.")
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 150)
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="settings file (default config/execution.yaml)")]
 
 
@@ -72,7 +72,13 @@ def counts_table(stats: PipelineStats, extra: dict[str, object] | None = None) -
     table.add_column("counter")
     table.add_column("value", justify="right")
     for name, value in {**stats.counts(), **(extra or {})}.items():
-        table.add_row(name, f"{value:,}" if isinstance(value, int) else str(value))
+        if isinstance(value, bool):
+            text = "yes" if value else "NO"
+        elif isinstance(value, int):
+            text = f"{value:,}"
+        else:
+            text = str(value)
+        table.add_row(name, text)
     return table
 
 
@@ -94,20 +100,22 @@ def demo(
     pace: Annotated[float, typer.Option(help="events per second delivered by the simulated broker (0 = as fast as possible)")] = 5000.0,
 ) -> None:
     """Run a simulated Shioaji session through the whole pipeline and show the books."""
-    from execstate.app import run_demo
+    from execstate.app import intents_file_for, run_demo
 
     settings = _settings(config)
     configure_logging(json=True, level="error")
     with console.status("simulated session running..."):
         result = run_demo(settings, seed=seed, orders=orders, pace=pace or None)
     snap = result.snapshot
-    console.print(f"[bold]execstate demo[/]: {result.events:,} raw events from the simulated broker (seed {seed}) in {result.elapsed_s:.2f} s; journal at {result.journal_path}")
+    console.print(f"[bold]execstate demo[/]: {result.events:,} raw events from the simulated broker (seed {seed}) in {result.elapsed_s:.2f} s")
     console.print(positions_table(snap))
     console.print(strategy_table(snap))
     console.print(counts_table(result.pipeline.stats, {"dead letters kept": len(result.pipeline.dead_letters), "books match broker quantities": result.matches_broker}))
     console.print(latency_table(result.pipeline.stats))
+    console.print(f"journal: {result.journal_path}; replay it with\n  .venv/bin/execstate replay {result.journal_path} --intents {intents_file_for(result.journal_path)} --json")
     if not result.matches_broker:
-        console.print("[red]books differ from the simulated broker's quantities[/]")
+        for key, (ours, broker) in sorted(result.mismatches.items()):
+            console.print(f"[red]mismatch[/] {key}: ours {ours}, broker {broker}")
         raise typer.Exit(1)
 
 
@@ -115,17 +123,21 @@ def demo(
 def replay(
     file: Annotated[Path, typer.Argument(help="journal file (JSON lines: ts_ns, state, msg)")],
     as_json: Annotated[bool, typer.Option("--json", help="print final positions as JSON")] = False,
+    intents: Annotated[Optional[Path], typer.Option(help="intents file (JSON lines: order_id, strategy) registered during the session")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Feed a journal through the pipeline and print the final positions."""
     from execstate.app import positions_as_dicts, replay_journal
+    from execstate.normalize.intents import IntentRegistry
 
     settings = _settings(config)
-    if not file.is_file():
-        typer.echo(f"error: journal file {str(file)!r} not found", err=True)
-        raise typer.Exit(2)
+    for label, path in (("journal", file), ("intents", intents)):
+        if path is not None and not path.is_file():
+            typer.echo(f"error: {label} file {str(path)!r} not found", err=True)
+            raise typer.Exit(2)
     configure_logging(json=True, level="critical" if as_json else "error")
-    pipeline, reader = replay_journal(file, settings)
+    registry = IntentRegistry(dict(settings.strategies.tags), path=intents) if intents else None
+    pipeline, reader = replay_journal(file, settings, intents=registry)
     snap = pipeline.snapshot()
     if as_json:
         sys.stdout.write(json.dumps(positions_as_dicts(snap), indent=2) + "\n")

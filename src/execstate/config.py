@@ -108,6 +108,14 @@ class StrategySettings(_Model):
     tags: dict[Annotated[str, Field(min_length=1, max_length=6)], str] = Field(default_factory=dict)
 
 
+class RuntimeSettings(_Model):
+    # A CPU-bound strategy thread holds the GIL for up to the switch interval (default 5 ms);
+    # 100 us keeps callback-to-visible p99 under 1 ms (shared/reference/performance.md).
+    switch_interval_us: Annotated[int, Field(ge=0, le=100_000)] = 100  # 0: leave Python's default
+    gc_freeze_after_start: bool = True  # move start-up objects out of the collector's way
+    gc_gen0_threshold: Annotated[int, Field(ge=0)] = 10_000  # 0: leave Python's default (700)
+
+
 class Settings(_Model):
     state_dir: Path = Path("state")
     snapshot_interval_ms: PositiveMs = 1000
@@ -118,6 +126,7 @@ class Settings(_Model):
     fees: FeeSettings = FeeSettings()
     multipliers: MultiplierSettings = MultiplierSettings()
     strategies: StrategySettings = StrategySettings()
+    runtime: RuntimeSettings = RuntimeSettings()
 
 
 def _describe(error: dict) -> str:

@@ -5,8 +5,10 @@ Entry points: `OrderBook.on_order_event(...)`, `OrderBook.on_fill(...)`, `TRANSI
 
 The table maps (current status, event kind) to a target: a status, `BY_QTY` (Submitted,
 PartFilled or Filled from the filled and live quantities), or `KEEP` (accepted, status
-unchanged: a late or repeated event). A pair missing from the table is an unexpected
-transition: it is counted and the status is kept, never overwritten.
+unchanged: a repeated event). A pair missing from the table is `late` when the report is
+older (exchange time) than what the order already applied, e.g. an UpdatePrice delivered
+after the fill that followed it: kept, counted as late. Otherwise it is an unexpected
+transition: counted, logged, and the status is kept, never overwritten.
 Invariants: a late event never rolls a status back (no path leads from Filled, Cancelled or
 Failed to a working status); a deal is never refused by the table, since it is a fact the
 books must follow (an overfill or a deal on a failed order is counted as unexpected).
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+
+import msgspec
 
 
 class OrderStatus(str, enum.Enum):
@@ -80,9 +84,8 @@ TRANSITIONS: dict[tuple[OrderStatus | None, EventKind], object] = {
 }
 
 
-@dataclass(slots=True)
-class OrderRecord:
-    """The running state of one order (mutable, owned by the normalizer thread)."""
+class OrderRecord(msgspec.Struct, gc=False):
+    """The running state of one order (mutable, owned by the normalizer thread; untracked by the GC)."""
 
     status: OrderStatus | None = None
     order_quantity: int | None = None  # book units; None until an order event arrives
@@ -90,6 +93,7 @@ class OrderRecord:
     filled_quantity: int = 0
     strategy: str = ""
     symbol: str = ""
+    last_ts: int = 0  # newest exchange time applied (ns)
 
     @property
     def live_quantity(self) -> int | None:
@@ -103,6 +107,7 @@ class Outcome:
     status: OrderStatus
     expected: bool  # False: the pair was not in the table (counted, status kept)
     overfill: bool = False
+    late: bool = False  # not in the table, but older than what was applied: kept, not an error
 
 
 def _by_qty(rec: OrderRecord) -> OrderStatus:
@@ -130,11 +135,13 @@ class OrderBook:
             rec = self._orders[key] = OrderRecord()
         return rec
 
-    def _advance(self, rec: OrderRecord, kind: EventKind) -> Outcome:
+    def _advance(self, rec: OrderRecord, kind: EventKind, ts: int) -> Outcome:
         target = TRANSITIONS.get((rec.status, kind))
+        late = ts < rec.last_ts
+        rec.last_ts = max(rec.last_ts, ts)
         if target is None:
             current = rec.status or OrderStatus.UNKNOWN
-            return Outcome(current, expected=False)
+            return Outcome(current, expected=late, late=late)
         if target is KEEP:
             new = rec.status or OrderStatus.UNKNOWN
         elif target == BY_QTY:
@@ -144,22 +151,26 @@ class OrderBook:
         rec.status = new
         return Outcome(new, expected=True)
 
-    def on_order_event(self, account: str, order_id: str, kind: EventKind, order_quantity: int, cancel_quantity: int) -> Outcome:
-        """Apply an order report; quantities are the report's totals in book units."""
+    def on_order_event(self, account: str, order_id: str, kind: EventKind, order_quantity: int, cancel_quantity: int, ts: int = 0) -> Outcome:
+        """Apply an order report; quantities are the report's totals in book units.
+
+        A report the table does not allow is `late` (accepted, status kept) when its exchange
+        time `ts` is older than the newest already applied, and unexpected otherwise.
+        """
         rec = self.record(account, order_id)
         if kind in (EventKind.NEW, EventKind.UPDATE_QTY, EventKind.CANCEL, EventKind.UPDATE_PRICE):
             if rec.order_quantity is None or order_quantity > 0:
                 rec.order_quantity = order_quantity
             rec.cancel_quantity = max(rec.cancel_quantity, cancel_quantity)  # cumulative: never back
-        return self._advance(rec, kind)
+        return self._advance(rec, kind, ts)
 
-    def on_fill(self, account: str, order_id: str, quantity: int) -> Outcome:
+    def on_fill(self, account: str, order_id: str, quantity: int, ts: int = 0) -> Outcome:
         rec = self.record(account, order_id)
         rec.filled_quantity += quantity
-        outcome = self._advance(rec, EventKind.FILL)
+        outcome = self._advance(rec, EventKind.FILL, ts)
         live = rec.live_quantity
         overfill = live is not None and rec.filled_quantity > live and rec.status is not OrderStatus.CANCELLED
-        return Outcome(outcome.status, outcome.expected, overfill)
+        return Outcome(outcome.status, outcome.expected, overfill, outcome.late)
 
     def working(self) -> int:
         """Orders that may still fill."""

@@ -27,7 +27,10 @@ from execstate.normalize.intents import IntentRegistry
 from execstate.normalize.orders import EventKind, OrderBook
 from execstate.domain.payloads import state_name, to_plain
 from execstate.normalize.parse import DEAL_STATES, ORDER_STATES, parse_deal, parse_order
+from execstate.telemetry.logging import get_logger
 from execstate.telemetry.stats import PipelineStats
+
+log = get_logger("execstate.normalize")
 
 
 def _order_kind(op_type: str, ok: bool) -> EventKind:
@@ -51,6 +54,8 @@ class Normalizer:
     def normalize(self, raw: RawExecEvent | tuple) -> OrderEvent | FillEvent | DeadLetter | None:
         ts_recv, state, msg = raw
         try:
+            if type(msg) is not dict:
+                msg = to_plain(msg)  # Shioaji's OrderEventDict is dict-like, not a dict
             name = state_name(state)
             if name in DEAL_STATES:
                 return self._deal(name, msg, ts_recv)
@@ -86,14 +91,18 @@ class Normalizer:
             return None
         inst = self.instruments.resolve(d.security_type, d.code, d.full_code, d.order_cond, d.order_lot)
         strategy = self._strategy(d.account, d.trade_id, d.custom_field)
-        outcome = self.orders.on_fill(d.account, d.trade_id, d.quantity)
+        outcome = self.orders.on_fill(d.account, d.trade_id, d.quantity, d.ts_event)
         stats = self.stats
         if outcome.status.value == "Unknown":
             stats.deals_before_order += 1
+        if outcome.late:
+            stats.late_events += 1
         if not outcome.expected:
             stats.unexpected_transitions += 1
+            log.warning("unexpected_transition", report="Fill", status=outcome.status.value, account=d.account, order_id=d.trade_id, symbol=inst.symbol, exchange_seq=d.exchange_seq)
         if outcome.overfill:
             stats.overfills += 1
+            log.warning("overfill", account=d.account, order_id=d.trade_id, symbol=inst.symbol, exchange_seq=d.exchange_seq)
         stats.fills += 1
         return FillEvent(
             event_id=f"F:{d.account}:{d.trade_id}:{d.exchange_seq}",
@@ -136,10 +145,13 @@ class Normalizer:
         kind = _order_kind(o.op_type, ok)
         inst = self.instruments.resolve(o.security_type, o.code, o.full_code, o.order_cond, o.order_lot)
         strategy = self._strategy(o.account, o.order_id, o.custom_field)
-        outcome = self.orders.on_order_event(o.account, o.order_id, kind, o.order_quantity or o.quantity, o.cancel_quantity)
+        outcome = self.orders.on_order_event(o.account, o.order_id, kind, o.order_quantity or o.quantity, o.cancel_quantity, o.ts_event)
         stats = self.stats
+        if outcome.late:
+            stats.late_events += 1
         if not outcome.expected:
             stats.unexpected_transitions += 1
+            log.warning("unexpected_transition", report=kind.value, status=outcome.status.value, account=o.account, order_id=o.order_id, symbol=inst.symbol, op_code=o.op_code)
         if not ok:
             stats.order_failures += 1
         stats.orders += 1

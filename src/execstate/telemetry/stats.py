@@ -53,6 +53,7 @@ class PipelineStats:
     dead_letters: int = 0
     deals_before_order: int = 0
     unexpected_transitions: int = 0
+    late_events: int = 0
     order_failures: int = 0
     overfills: int = 0
     deltas: int = 0

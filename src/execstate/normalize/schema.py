@@ -1,0 +1,150 @@
+"""msgspec schemas of Shioaji 1.7.9's order and deal payloads (the stub's TypedDicts).
+
+Entry points: `StockDealMsg`, `FuturesDealMsg`, `StockOrderMsg`, `FuturesOrderMsg`.
+Validation runs in C (`msgspec.convert`): required identifiers present and non-empty,
+strings bounded, enums closed, prices finite and >= 0, quantities ints (bools refused).
+Extra keys are ignored (Shioaji may add fields); `person_id` is never kept.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+Id = Annotated[str, Meta(min_length=1, max_length=64)]
+Text = Annotated[str, Meta(max_length=64)]
+Msg = Annotated[str, Meta(max_length=512)]
+Price = Annotated[float, Meta(ge=0, le=1e12)]
+Qty = Annotated[int, Meta(gt=0, le=10_000_000)]
+QtyOrZero = Annotated[int, Meta(ge=0, le=10_000_000)]
+EpochS = Annotated[float, Meta(gt=0, le=1e11)]
+Side = Literal["Buy", "Sell"]
+OrderCond = Literal["Cash", "Netting", "MarginTrading", "ShortSelling", "SBLShort", "SBLShortPriceExempt", "Emerging"]
+OrderLot = Literal["Common", "Odd", "IntradayOdd", "Fixing", "BlockTrade"]
+OpType = Literal["New", "Cancel", "UpdatePrice", "UpdateQty", "Reject"]
+Derivative = Literal["FUT", "OPT"]
+
+
+class _Base(msgspec.Struct, frozen=True, gc=False):
+    pass
+
+
+class StockDealMsg(_Base):
+    trade_id: Id
+    exchange_seq: Id
+    broker_id: Id
+    account_id: Id
+    action: Side
+    code: Id
+    order_cond: OrderCond
+    order_lot: OrderLot
+    price: Price
+    quantity: Qty
+    ts: EpochS
+    event_id: Text = ""
+    seqno: Text = ""
+    ordno: Text = ""
+    custom_field: Text = ""
+    web_id: Text = ""
+
+
+class FuturesDealMsg(_Base):
+    trade_id: Id
+    exchange_seq: Id
+    broker_id: Id
+    account_id: Id
+    action: Side
+    code: Id
+    full_code: Id
+    security_type: Derivative
+    price: Price
+    quantity: Qty
+    ts: EpochS
+    event_id: Text = ""
+    seqno: Text = ""
+    ordno: Text = ""
+    market_type: Text = ""
+    subaccount: Text = ""
+    delivery_month: Text = ""
+    web_id: Text = ""
+
+
+class OperationMsg(_Base):
+    op_type: OpType
+    op_code: Annotated[str, Meta(min_length=1, max_length=16)]
+    op_msg: Msg = ""
+
+
+class AccountMsg(_Base):
+    broker_id: Id
+    account_id: Id
+
+
+class OrderStatusMsg(_Base):
+    exchange_ts: EpochS
+    order_quantity: QtyOrZero
+    cancel_quantity: QtyOrZero
+    modified_price: Price = 0.0
+    id: Text = ""
+    web_id: Text = ""
+
+
+class StockOrderDetailMsg(_Base):
+    id: Id
+    account: AccountMsg
+    action: Side
+    price: Price
+    quantity: QtyOrZero
+    order_cond: OrderCond
+    order_lot: OrderLot
+    seqno: Text = ""
+    ordno: Text = ""
+    price_type: Text = ""
+    time_in_force: Text = ""
+    order_type: Text = ""
+    custom_field: Text = ""
+
+
+class FuturesOrderDetailMsg(_Base):
+    id: Id
+    account: AccountMsg
+    action: Side
+    price: Price
+    quantity: QtyOrZero
+    seqno: Text = ""
+    ordno: Text = ""
+    price_type: Text = ""
+    time_in_force: Text = ""
+    order_type: Text = ""
+    market_type: Text = ""
+    oc_type: Text = ""
+
+
+class StockContractMsg(_Base):
+    code: Id
+    security_type: Text = "STK"
+
+
+class FuturesContractMsg(_Base):
+    code: Id
+    full_code: Id
+    security_type: Derivative
+    delivery_month: Text = ""
+
+
+class StockOrderMsg(_Base):
+    operation: OperationMsg
+    order: StockOrderDetailMsg
+    status: OrderStatusMsg
+    contract: StockContractMsg
+    event_id: Text = ""
+
+
+class FuturesOrderMsg(_Base):
+    operation: OperationMsg
+    order: FuturesOrderDetailMsg
+    status: OrderStatusMsg
+    contract: FuturesContractMsg
+    event_id: Text = ""
