@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Literal
+from types import MappingProxyType
+from typing import Annotated, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from execstate.domain.errors import ConfigError
 
@@ -25,7 +26,13 @@ DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[2] / "config" / "executio
 
 Rate = Annotated[Decimal, Field(ge=0, le=1)]
 Money = Annotated[Decimal, Field(ge=0)]
-PositiveMs = Annotated[int, Field(gt=0)]
+PositiveMs = Annotated[int, Field(gt=0, strict=True)]
+Flag = Annotated[bool, Field(strict=True)]
+Multiplier = Annotated[Decimal, Field(gt=0)]
+K = TypeVar("K")
+V = TypeVar("V")
+# a mapping that cannot be changed after load (settings are immutable)
+ReadOnly = Annotated[dict[K, V], AfterValidator(MappingProxyType)]
 
 
 class _Model(BaseModel):
@@ -33,24 +40,24 @@ class _Model(BaseModel):
 
 
 class QueueSettings(_Model):
-    batch_max: Annotated[int, Field(gt=0, le=1_000_000)] = 4096
-    dedupe_capacity: Annotated[int, Field(gt=0)] = 2_000_000
-    dead_letter_capacity: Annotated[int, Field(gt=0)] = 100_000
+    batch_max: Annotated[int, Field(gt=0, le=1_000_000, strict=True)] = 4096
+    dedupe_capacity: Annotated[int, Field(gt=0, strict=True)] = 2_000_000
+    dead_letter_capacity: Annotated[int, Field(gt=0, strict=True)] = 100_000
 
 
 class ReconcileSettings(_Model):
     callback_gap_threshold_ms: PositiveMs = 1000
     deadline_ms: PositiveMs = 10_000
-    confirmations: Annotated[int, Field(ge=1, le=10)] = 2
-    max_quantity_mismatch: Annotated[int, Field(ge=0)] = 0
+    confirmations: Annotated[int, Field(ge=1, le=10, strict=True)] = 2
+    max_quantity_mismatch: Annotated[int, Field(ge=0, strict=True)] = 0
     max_pnl_mismatch_twd: Money = Decimal("100")
     poll_interval_ms: PositiveMs = 5000
 
 
 class RateLimitSettings(_Model):
-    portfolio_queries_per_window: Annotated[int, Field(gt=0, le=25)] = 25
+    portfolio_queries_per_window: Annotated[int, Field(gt=0, le=25, strict=True)] = 25
     portfolio_window_ms: PositiveMs = 5000
-    order_calls_per_window: Annotated[int, Field(gt=0, le=250)] = 250
+    order_calls_per_window: Annotated[int, Field(gt=0, le=250, strict=True)] = 250
     order_window_ms: PositiveMs = 10_000
     backoff_initial_ms: PositiveMs = 500
     backoff_max_ms: PositiveMs = 60_000
@@ -59,7 +66,7 @@ class RateLimitSettings(_Model):
 class OddLotSettings(_Model):
     # True: odd-lot and board-lot fills of a stock share one position, in shares.
     # False: odd lots are kept as their own position, symbol suffixed ":Odd".
-    combine_with_board_lots: bool = True
+    combine_with_board_lots: Flag = True
 
 
 class StockFeeSettings(_Model):
@@ -81,52 +88,53 @@ class FuturesFeeSettings(_Model):
     futures_tax_rate: Rate = Decimal("0.00002")
     option_tax_rate: Rate = Decimal("0.001")
     # broker commission plus exchange fees, TWD per contract per side, by product root
-    fee_per_contract: dict[str, Money] = Field(default_factory=lambda: {"default": Decimal("50")})
+    fee_per_contract: ReadOnly[str, Money] = Field(default_factory=lambda: MappingProxyType({"default": Decimal("50")}))
 
 
 class FeeSettings(_Model):
-    stock: StockFeeSettings = StockFeeSettings()
-    futures: FuturesFeeSettings = FuturesFeeSettings()
+    stock: StockFeeSettings = Field(default_factory=StockFeeSettings)
+    futures: FuturesFeeSettings = Field(default_factory=FuturesFeeSettings)
 
 
-def _default_products() -> dict[str, Decimal]:
-    return {
+def _default_products() -> MappingProxyType:
+    weekly_txo = {root: Decimal(50) for root in ("TX1", "TX2", "TX4", "TX5")}  # weekly TXO series roots
+    return MappingProxyType({
         "TXF": Decimal(200), "MXF": Decimal(50), "TMF": Decimal(10), "TXO": Decimal(50),
-        "EXF": Decimal(4000), "FXF": Decimal(1000),
-    }
+        "EXF": Decimal(4000), "FXF": Decimal(1000), **weekly_txo,
+    })
 
 
 class MultiplierSettings(_Model):
-    products: dict[str, Annotated[Decimal, Field(gt=0)]] = Field(default_factory=_default_products)
-    overrides: dict[str, Annotated[Decimal, Field(gt=0)]] = Field(default_factory=dict)
+    products: ReadOnly[str, Multiplier] = Field(default_factory=_default_products)
+    overrides: ReadOnly[str, Multiplier] = Field(default_factory=lambda: MappingProxyType({}))
     default_future: Annotated[Decimal, Field(gt=0)] = Decimal(2000)
     default_option: Annotated[Decimal, Field(gt=0)] = Decimal(2000)
 
 
 class StrategySettings(_Model):
     # custom_field tag (<= 6 chars, as Shioaji allows) -> strategy id
-    tags: dict[Annotated[str, Field(min_length=1, max_length=6)], str] = Field(default_factory=dict)
+    tags: ReadOnly[Annotated[str, Field(min_length=1, max_length=6)], str] = Field(default_factory=lambda: MappingProxyType({}))
 
 
 class RuntimeSettings(_Model):
     # A CPU-bound strategy thread holds the GIL for up to the switch interval (default 5 ms);
     # 100 us keeps callback-to-visible p99 under 1 ms (shared/reference/performance.md).
-    switch_interval_us: Annotated[int, Field(ge=0, le=100_000)] = 100  # 0: leave Python's default
-    gc_freeze_after_start: bool = True  # move start-up objects out of the collector's way
-    gc_gen0_threshold: Annotated[int, Field(ge=0)] = 10_000  # 0: leave Python's default (700)
+    switch_interval_us: Annotated[int, Field(ge=0, le=100_000, strict=True)] = 100  # 0: leave Python's default
+    gc_freeze_after_start: Flag = True  # move start-up objects out of the collector's way
+    gc_gen0_threshold: Annotated[int, Field(ge=0, strict=True)] = 10_000  # 0: leave Python's default (700)
 
 
 class Settings(_Model):
     state_dir: Path = Path("state")
     snapshot_interval_ms: PositiveMs = 1000
-    queue: QueueSettings = QueueSettings()
-    reconcile: ReconcileSettings = ReconcileSettings()
-    rate_limits: RateLimitSettings = RateLimitSettings()
-    odd_lots: OddLotSettings = OddLotSettings()
-    fees: FeeSettings = FeeSettings()
-    multipliers: MultiplierSettings = MultiplierSettings()
-    strategies: StrategySettings = StrategySettings()
-    runtime: RuntimeSettings = RuntimeSettings()
+    queue: QueueSettings = Field(default_factory=QueueSettings)
+    reconcile: ReconcileSettings = Field(default_factory=ReconcileSettings)
+    rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    odd_lots: OddLotSettings = Field(default_factory=OddLotSettings)
+    fees: FeeSettings = Field(default_factory=FeeSettings)
+    multipliers: MultiplierSettings = Field(default_factory=MultiplierSettings)
+    strategies: StrategySettings = Field(default_factory=StrategySettings)
+    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
 
 
 def _describe(error: dict) -> str:

@@ -23,7 +23,7 @@ from typing import Any
 import msgspec
 
 from execstate.domain.events import RawExecEvent
-from execstate.domain.payloads import state_name, to_plain
+from execstate.domain.payloads import open_append_only, state_name, to_plain
 
 _encoder = msgspec.json.Encoder()
 
@@ -44,8 +44,7 @@ def encode_line(raw: RawExecEvent | tuple) -> bytes:
 class JournalWriter:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = self.path.open("ab", buffering=1 << 20)
+        self._fh = open_append_only(self.path, buffering=1 << 20)
         self.lines = 0
 
     def write(self, raw: RawExecEvent | tuple) -> None:

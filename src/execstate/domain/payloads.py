@@ -1,13 +1,15 @@
 """Helpers on Shioaji payloads shared by the bridge and the normalizer.
 
-Entry points: `state_name(state) -> "SORDER"|"SDEAL"|"FORDER"|"FDEAL"|other`, `to_plain(msg)`.
+Entry points: `state_name(state) -> "SORDER"|"SDEAL"|"FORDER"|"FDEAL"|other`, `to_plain(msg)`,
+`open_append_only(path)`.
 Invariant: neither mutates its input; `to_plain` returns JSON-ready builtins only.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
 from execstate.domain.errors import MalformedEvent
 
@@ -31,3 +33,20 @@ def to_plain(value: Any) -> Any:
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return getattr(value, "value", repr(value))
+
+
+def open_append_only(path: Path, buffering: int = -1) -> BinaryIO:
+    """Open a JSON-lines file for appending, first ending a line torn by a crash.
+
+    Without this, the first record written after a restart would be glued to the torn
+    fragment and lost on the next read; with it, only the fragment is reported as bad.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fh = path.open("ab", buffering=buffering)
+    if fh.tell() > 0:
+        with path.open("rb") as tail:
+            tail.seek(-1, 2)
+            if tail.read(1) != b"\n":
+                fh.write(b"\n")
+                fh.flush()
+    return fh

@@ -19,6 +19,7 @@ from pathlib import Path
 import msgspec
 
 from execstate.domain.events import UNASSIGNED
+from execstate.domain.payloads import open_append_only
 
 
 class Intent(msgspec.Struct, frozen=True):
@@ -61,8 +62,7 @@ class IntentRegistry:
         intent = Intent(order_id, strategy, symbol, custom_field)
         with self._lock:
             if self._path is not None:
-                self._path.parent.mkdir(parents=True, exist_ok=True)
-                with self._path.open("ab") as fh:
+                with open_append_only(self._path) as fh:
                     fh.write(msgspec.json.encode(intent) + b"\n")
             self._by_order[order_id] = intent
         return intent

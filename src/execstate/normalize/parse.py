@@ -19,14 +19,14 @@ import math
 import re
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 
 from execstate.domain.errors import FieldError, MalformedEvent
 from execstate.domain.instruments import shares_per_unit
 from execstate.domain.payloads import state_name  # noqa: F401  (re-exported)
-from execstate.normalize.schema import FuturesDealMsg, FuturesOrderMsg, StockDealMsg, StockOrderMsg
+from execstate.normalize.schema import Derivative, FuturesDealMsg, FuturesOrderMsg, OpType, OrderCond, OrderLot, Side, StockDealMsg, StockOrderMsg
 
 ORDER_STATES = frozenset({"SORDER", "FORDER"})
 DEAL_STATES = frozenset({"SDEAL", "FDEAL"})
@@ -39,6 +39,12 @@ def epoch_s_to_ns(value: Any, field: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise FieldError(field, value, "epoch seconds > 0")
     return round(value * 1_000_000) * 1000
+
+
+_ALLOWED = {
+    "action": get_args(Side), "order_cond": get_args(OrderCond), "order_lot": get_args(OrderLot),
+    "op_type": get_args(OpType), "security_type": get_args(Derivative),
+}
 
 
 def _lookup(msg: Any, path: list[str]) -> Any:
@@ -63,10 +69,10 @@ def _reason(exc: msgspec.ValidationError, msg: Mapping[str, Any]) -> str:
         value = "?"
     if len(value) > 60:
         value = value[:57] + "..."
-    expected = what.replace("`", "")
+    if what.startswith("Invalid enum value") and parts and parts[-1] in _ALLOWED:
+        return f"{field}={value}: expected one of {', '.join(_ALLOWED[parts[-1]])}"
+    expected = what.replace("`", "")[:120]
     expected = expected[0].lower() + expected[1:] if expected else expected
-    if expected.startswith("expected "):
-        return f"{field}={value}: {expected}"
     return f"{field}={value}: {expected}"
 
 

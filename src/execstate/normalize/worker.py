@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from execstate.domain.errors import MalformedEvent
-from execstate.domain.events import DeadLetter, FillEvent, OrderEvent, RawExecEvent
+from execstate.domain.events import UNASSIGNED, DeadLetter, FillEvent, OrderEvent, RawExecEvent
 from execstate.normalize.dedupe import SeenKeys
 from execstate.normalize.instruments import InstrumentResolver
 from execstate.normalize.intents import IntentRegistry
@@ -133,7 +133,8 @@ class Normalizer:
         if rec is not None and rec.strategy:
             return rec.strategy
         strategy = self.intents.resolve(order_id, custom_field)
-        self.orders.record(account, order_id).strategy = strategy
+        if strategy != UNASSIGNED:  # an intent registered later (place_order returned late) still wins
+            self.orders.record(account, order_id).strategy = strategy
         return strategy
 
     def _order(self, state: str, msg: Mapping[str, Any], ts_recv: int) -> OrderEvent | None:

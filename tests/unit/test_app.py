@@ -1,0 +1,108 @@
+"""The pipeline worker: ordering of journal, books and fan-out; robustness of the loop."""
+
+import threading
+import time
+
+from payloads import stock_deal, stock_order
+
+from execstate.app import Pipeline, positions_as_dicts, write_snapshot_file
+from execstate.bridge.journal import JournalReader
+from execstate.bus import TOPIC_DELTA, TOPIC_FILL, TOPIC_ORDER
+from execstate.config import parse_settings
+from execstate.positions.snapshots import Snapshotter
+
+SETTINGS = parse_settings({"strategies": {"tags": {"MOMO": "momo"}}, "runtime": {"gc_freeze_after_start": False, "switch_interval_us": 0}})
+
+
+def _raw(state, msg, ts=1):
+    return (ts, state, msg)
+
+
+def test_subscriber_sees_books_that_include_its_fill():
+    pipeline = Pipeline(SETTINGS)
+    seen = []
+    pipeline.bus.subscribe(TOPIC_FILL, lambda fill: seen.append(pipeline.store.view().positions))
+    pipeline.process_batch([_raw("SDEAL", stock_deal(quantity=2, custom_field="MOMO"))])
+    (positions,) = seen
+    assert [s.quantity for s in positions.values()] == [2000]
+
+
+def test_raising_subscriber_is_counted_and_pipeline_continues():
+    pipeline = Pipeline(SETTINGS)
+    got = []
+    pipeline.bus.subscribe(TOPIC_DELTA, lambda d: 1 / 0)
+    pipeline.bus.subscribe(TOPIC_DELTA, got.append)
+    pipeline.process_batch([_raw("SDEAL", stock_deal(exchange_seq="1", event_id="e1")), _raw("SDEAL", stock_deal(exchange_seq="2", event_id="e2"))])
+    assert pipeline.stats.subscriber_errors == 2
+    assert len(got) == 2
+
+
+def test_bug_on_one_event_parks_it_and_books_the_next(monkeypatch):
+    pipeline = Pipeline(SETTINGS)
+    real = pipeline.store.apply_fill
+    calls = {"n": 0}
+
+    def flaky(fill):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("boom")
+        return real(fill)
+
+    monkeypatch.setattr(pipeline.store, "apply_fill", flaky)
+    pipeline.process_batch([_raw("SDEAL", stock_deal(exchange_seq="1", event_id="e1")), _raw("SDEAL", stock_deal(exchange_seq="2", event_id="e2"))])
+    assert [d.reason for d in pipeline.dead_letters] == ["internal error: RuntimeError('boom')"]
+    assert [p.quantity for p in pipeline.snapshot().positions] == [1000]
+
+
+def test_malformed_payload_is_dead_lettered_with_reason_and_next_event_applies():
+    pipeline = Pipeline(SETTINGS)
+    pipeline.process_batch([_raw("SDEAL", stock_deal(price=float("nan"))), _raw("SDEAL", stock_deal(exchange_seq="9", event_id="e9"))])
+    assert pipeline.stats.dead_letters == 1
+    assert "price" in pipeline.dead_letters[0].reason and "nan" in pipeline.dead_letters[0].reason
+    assert [p.quantity for p in pipeline.snapshot().positions] == [1000]
+
+
+def test_worker_thread_drains_everything_queued_before_stop(tmp_path):
+    pipeline = Pipeline(SETTINGS, journal_path=tmp_path / "j.jsonl").start()
+    orders = []
+    pipeline.bus.subscribe(TOPIC_ORDER, orders.append)
+
+    def producer():
+        for i in range(500):
+            pipeline.queue.put((time.time_ns(), "SDEAL", stock_deal(exchange_seq=str(i), trade_id=f"{i:08x}", event_id=f"e{i}")))
+        pipeline.queue.put((time.time_ns(), "SORDER", stock_order()))
+
+    thread = threading.Thread(target=producer)
+    thread.start()
+    thread.join()
+    pipeline.stop()
+    assert pipeline.stats.fills == 500 and len(orders) == 1
+    assert len(list(JournalReader(tmp_path / "j.jsonl"))) == 501
+    assert len(pipeline.stats.latency_ns) == 500
+
+
+def test_journal_replay_gives_the_same_books(tmp_path):
+    live = Pipeline(SETTINGS, journal_path=tmp_path / "j.jsonl")
+    events = [
+        _raw("SDEAL", stock_deal(exchange_seq="1", event_id="e1", action="Buy", price=100.5, custom_field="MOMO"), 5),
+        _raw("SORDER", stock_order(custom_field="MOMO"), 6),
+        _raw("SDEAL", stock_deal(exchange_seq="2", event_id="e2", action="Sell", price=101.0, quantity=3, custom_field="MOMO", ts=1779333990.5), 7),
+    ]
+    live.process_batch(events)
+    live.journal.close()
+    from execstate.app import replay_journal
+
+    replayed, reader = replay_journal(tmp_path / "j.jsonl", SETTINGS)
+    assert reader.bad_lines == []
+    assert positions_as_dicts(replayed.snapshot()) == positions_as_dicts(live.snapshot())
+
+
+def test_snapshotter_writes_latest_books_on_stop(tmp_path):
+    pipeline = Pipeline(SETTINGS)
+    pipeline.process_batch([_raw("SDEAL", stock_deal())])
+    path = tmp_path / "snap.json"
+    snapper = Snapshotter(pipeline.store, interval_ms=10_000, sink=lambda s: write_snapshot_file(s, path))
+    snapper.start()
+    snapper.stop()
+    text = path.read_text()
+    assert '"quantity":1000' in text and snapper.taken == 1
