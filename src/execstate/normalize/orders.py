@@ -110,6 +110,18 @@ class Outcome:
     late: bool = False  # not in the table, but older than what was applied: kept, not an error
 
 
+_OUTCOMES: dict[tuple, Outcome] = {}
+
+
+def _outcome(status: OrderStatus, expected: bool, overfill: bool = False, late: bool = False) -> Outcome:
+    """Outcomes are immutable, so one instance per combination is shared (no allocation per event)."""
+    key = (status, expected, overfill, late)
+    out = _OUTCOMES.get(key)
+    if out is None:
+        out = _OUTCOMES[key] = Outcome(status, expected, overfill, late)
+    return out
+
+
 def _by_qty(rec: OrderRecord) -> OrderStatus:
     live = rec.live_quantity
     if live is None:
@@ -141,7 +153,7 @@ class OrderBook:
         rec.last_ts = max(rec.last_ts, ts)
         if target is None:
             current = rec.status or OrderStatus.UNKNOWN
-            return Outcome(current, expected=late, late=late)
+            return _outcome(current, late, False, late)
         if target is KEEP:
             new = rec.status or OrderStatus.UNKNOWN
         elif target == BY_QTY:
@@ -149,7 +161,7 @@ class OrderBook:
         else:
             new = target  # type: ignore[assignment]
         rec.status = new
-        return Outcome(new, expected=True)
+        return _outcome(new, True)
 
     def on_order_event(self, account: str, order_id: str, kind: EventKind, order_quantity: int, cancel_quantity: int, ts: int = 0) -> Outcome:
         """Apply an order report; quantities are the report's totals in book units.
@@ -170,7 +182,9 @@ class OrderBook:
         outcome = self._advance(rec, EventKind.FILL, ts)
         live = rec.live_quantity
         overfill = live is not None and rec.filled_quantity > live and rec.status is not OrderStatus.CANCELLED
-        return Outcome(outcome.status, outcome.expected, overfill, outcome.late)
+        if not overfill:
+            return outcome
+        return _outcome(outcome.status, outcome.expected, overfill, outcome.late)
 
     def working(self) -> int:
         """Orders that may still fill."""

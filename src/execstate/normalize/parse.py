@@ -138,8 +138,20 @@ def _units(order_lot: str) -> int:
     return per_unit
 
 
+_PRICES: dict[float, Decimal] = {}
+_PRICES_MAX = 200_000
+
+
 def _price(value: float) -> Decimal:
-    return Decimal(repr(value)) if type(value) is float else Decimal(value)
+    """The decimal the broker printed (shortest repr of the float); cached, since prices repeat on a tick grid."""
+    if type(value) is not float:
+        return Decimal(value)
+    price = _PRICES.get(value)
+    if price is None:
+        if len(_PRICES) >= _PRICES_MAX:
+            _PRICES.clear()
+        price = _PRICES[value] = Decimal(repr(value))
+    return price
 
 
 def parse_deal(state: str, msg: Mapping[str, Any]) -> ParsedDeal:
@@ -174,30 +186,10 @@ def parse_order(state: str, msg: Mapping[str, Any]) -> ParsedOrder:
     order, status, op = o.order, o.status, o.operation
     if status.id and status.id != order.id:
         raise MalformedEvent(f"status.id={status.id!r}: expected the order id {order.id!r}")
-    return ParsedOrder(
-        state=state,
-        event_id=o.event_id,
-        account=f"{order.account.broker_id}-{order.account.account_id}",
-        order_id=order.id,
-        seqno=order.seqno,
-        ordno=order.ordno,
-        op_type=op.op_type,
-        op_code=op.op_code,
-        op_msg=op.op_msg,
-        side=order.action,
-        code=o.contract.code,
-        full_code=full_code,
-        security_type=security_type,
-        order_cond=order_cond,
-        order_lot=order_lot,
-        price=_price(order.price),
-        quantity=order.quantity * units,
-        order_quantity=status.order_quantity * units,
-        cancel_quantity=status.cancel_quantity * units,
-        modified_price=_price(status.modified_price),
-        price_type=order.price_type,
-        time_in_force=order.time_in_force or order.order_type,
-        custom_field=custom_field,
-        exchange_ts=status.exchange_ts,
-        ts_event=round(status.exchange_ts * 1_000_000) * 1000,
+    return ParsedOrder(  # positional: keyword construction costs ~4x on this hot path
+        state, o.event_id, f"{order.account.broker_id}-{order.account.account_id}", order.id, order.seqno, order.ordno,
+        op.op_type, op.op_code, op.op_msg, order.action, o.contract.code, full_code, security_type, order_cond, order_lot,
+        _price(order.price), order.quantity * units, status.order_quantity * units, status.cancel_quantity * units,
+        _price(status.modified_price), order.price_type, order.time_in_force or order.order_type, custom_field,
+        status.exchange_ts, round(status.exchange_ts * 1_000_000) * 1000,
     )
