@@ -28,17 +28,24 @@ from execstate.domain.payloads import open_append_only, state_name, to_plain
 _encoder = msgspec.json.Encoder()
 
 
+_STATE_BYTES = {name: name.encode() for name in ("SORDER", "SDEAL", "FORDER", "FDEAL")}
+
+
 def encode_line(raw: RawExecEvent | tuple) -> bytes:
+    """One journal line. Fast path: a known state (shioaji's OrderState hashes like its value),
+    an int timestamp and a plain-dict payload are spliced without building a wrapper dict."""
     ts_ns, state, msg = raw
+    state_bytes = _STATE_BYTES.get(state) if isinstance(state, str) else None
+    if state_bytes is not None and type(ts_ns) is int and type(msg) is dict:
+        try:
+            return b'{"ts_ns":%d,"state":"%s","msg":%s}\n' % (ts_ns, state_bytes, _encoder.encode(msg))
+        except (TypeError, ValueError, OverflowError):
+            pass
     try:
         name = state_name(state)
     except Exception:
         name = str(state)[:40]
-    body = msg if type(msg) is dict else to_plain(msg)
-    try:
-        return _encoder.encode({"ts_ns": ts_ns, "state": name, "msg": body}) + b"\n"
-    except (TypeError, ValueError, OverflowError):
-        return _encoder.encode({"ts_ns": ts_ns, "state": name, "msg": to_plain(body)}) + b"\n"
+    return _encoder.encode({"ts_ns": ts_ns, "state": name, "msg": to_plain(msg)}) + b"\n"
 
 
 class JournalWriter:

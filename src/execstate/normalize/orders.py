@@ -41,6 +41,7 @@ class EventKind(str, enum.Enum):
     FILL = "Fill"
 
 
+_QTY_REPORTS = frozenset({EventKind.NEW, EventKind.UPDATE_QTY, EventKind.CANCEL, EventKind.UPDATE_PRICE})
 BY_QTY = "by_qty"
 KEEP = "keep"
 _S = OrderStatus
@@ -108,6 +109,7 @@ class Outcome:
     expected: bool  # False: the pair was not in the table (counted, status kept)
     overfill: bool = False
     late: bool = False  # not in the table, but older than what was applied: kept, not an error
+    notable: bool = False  # anything but a plain expected transition (one check on the hot path)
 
 
 _OUTCOMES: dict[tuple, Outcome] = {}
@@ -118,7 +120,8 @@ def _outcome(status: OrderStatus, expected: bool, overfill: bool = False, late: 
     key = (status, expected, overfill, late)
     out = _OUTCOMES.get(key)
     if out is None:
-        out = _OUTCOMES[key] = Outcome(status, expected, overfill, late)
+        notable = status is OrderStatus.UNKNOWN or not expected or overfill or late
+        out = _OUTCOMES[key] = Outcome(status, expected, overfill, late, notable)
     return out
 
 
@@ -169,15 +172,21 @@ class OrderBook:
         A report the table does not allow is `late` (accepted, status kept) when its exchange
         time `ts` is older than the newest already applied, and unexpected otherwise.
         """
-        rec = self.record(account, order_id)
-        if kind in (EventKind.NEW, EventKind.UPDATE_QTY, EventKind.CANCEL, EventKind.UPDATE_PRICE):
+        return self.report(self.record(account, order_id), kind, order_quantity, cancel_quantity, ts)
+
+    def report(self, rec: OrderRecord, kind: EventKind, order_quantity: int, cancel_quantity: int, ts: int) -> Outcome:
+        """Apply an order report to an order record (from `record()`)."""
+        if kind in _QTY_REPORTS:
             if rec.order_quantity is None or order_quantity > 0:
                 rec.order_quantity = order_quantity
             rec.cancel_quantity = max(rec.cancel_quantity, cancel_quantity)  # cumulative: never back
         return self._advance(rec, kind, ts)
 
     def on_fill(self, account: str, order_id: str, quantity: int, ts: int = 0) -> Outcome:
-        rec = self.record(account, order_id)
+        return self.fill(self.record(account, order_id), quantity, ts)
+
+    def fill(self, rec: OrderRecord, quantity: int, ts: int) -> Outcome:
+        """Apply a deal to an order record (from `record()`)."""
         rec.filled_quantity += quantity
         outcome = self._advance(rec, EventKind.FILL, ts)
         live = rec.live_quantity

@@ -24,7 +24,7 @@ from execstate.domain.events import UNASSIGNED, DeadLetter, FillEvent, OrderEven
 from execstate.normalize.dedupe import SeenKeys
 from execstate.normalize.instruments import InstrumentResolver
 from execstate.normalize.intents import IntentRegistry
-from execstate.normalize.orders import EventKind, OrderBook
+from execstate.normalize.orders import EventKind, OrderBook, OrderStatus
 from execstate.domain.payloads import state_name, to_plain
 from execstate.normalize.parse import DEAL_STATES, ORDER_STATES, parse_deal, parse_order
 from execstate.telemetry.logging import get_logger
@@ -76,65 +76,49 @@ class Normalizer:
         return DeadLetter(reason=reason, state=str(getattr(state, "value", state))[:40], ts_recv=ts_recv, msg=plain)
 
     def _is_duplicate(self, event_id: str, natural: tuple) -> bool:
-        seen = self.seen
-        fresh = seen.add(natural)
+        add = self.seen.add
+        fresh = add(natural)
         if event_id:
-            fresh = seen.add(("id", event_id)) and fresh
+            fresh = add(event_id) and fresh  # event ids and natural-key tuples never collide
         if not fresh:
             self.stats.duplicates += 1
         return not fresh
 
     def _deal(self, state: str, msg: Mapping[str, Any], ts_recv: int) -> FillEvent | None:
         d = parse_deal(state, msg)
-        natural = ("D", d.account, d.trade_id, d.exchange_seq)
-        if self._is_duplicate(d.event_id, natural):
+        if self._is_duplicate(d.event_id, ("D", d.account, d.trade_id, d.exchange_seq)):
             return None
         inst = self.instruments.resolve(d.security_type, d.code, d.full_code, d.order_cond, d.order_lot)
-        strategy = self._strategy(d.account, d.trade_id, d.custom_field)
-        outcome = self.orders.on_fill(d.account, d.trade_id, d.quantity, d.ts_event)
+        rec = self.orders.record(d.account, d.trade_id)
+        strategy = rec.strategy or self._attribute(rec, d.trade_id, d.custom_field)
+        outcome = self.orders.fill(rec, d.quantity, d.ts_event)
         stats = self.stats
-        if outcome.status.value == "Unknown":
+        stats.fills += 1
+        if outcome.notable:
+            self._note_fill(outcome, d, inst.symbol)
+        return FillEvent(  # positional (field order of FillEvent): keywords cost ~4x here
+            f"F:{d.account}:{d.trade_id}:{d.exchange_seq}", d.account, d.trade_id, d.seqno, d.ordno, d.exchange_seq,
+            strategy, inst.symbol, d.code, inst.kind.value, d.side, d.price, d.quantity, inst.multiplier, inst.is_etf,
+            d.order_cond, d.order_lot, d.market_type, d.custom_field, d.ts_event, ts_recv,
+        )
+
+    def _note_fill(self, outcome: Any, d: Any, symbol: str) -> None:
+        stats = self.stats
+        if outcome.status is OrderStatus.UNKNOWN:
             stats.deals_before_order += 1
         if outcome.late:
             stats.late_events += 1
         if not outcome.expected:
             stats.unexpected_transitions += 1
-            log.warning("unexpected_transition", report="Fill", status=outcome.status.value, account=d.account, order_id=d.trade_id, symbol=inst.symbol, exchange_seq=d.exchange_seq)
+            log.warning("unexpected_transition", report="Fill", status=outcome.status.value, account=d.account, order_id=d.trade_id, symbol=symbol, exchange_seq=d.exchange_seq)
         if outcome.overfill:
             stats.overfills += 1
-            log.warning("overfill", account=d.account, order_id=d.trade_id, symbol=inst.symbol, exchange_seq=d.exchange_seq)
-        stats.fills += 1
-        return FillEvent(
-            event_id=f"F:{d.account}:{d.trade_id}:{d.exchange_seq}",
-            account=d.account,
-            order_id=d.trade_id,
-            seqno=d.seqno,
-            ordno=d.ordno,
-            exchange_seq=d.exchange_seq,
-            strategy=strategy,
-            symbol=inst.symbol,
-            code=d.code,
-            kind=inst.kind.value,
-            side=d.side,  # type: ignore[arg-type]
-            price=d.price,
-            quantity=d.quantity,
-            multiplier=inst.multiplier,
-            is_etf=inst.is_etf,
-            order_cond=d.order_cond,
-            order_lot=d.order_lot,
-            market_type=d.market_type,
-            custom_field=d.custom_field,
-            ts_event=d.ts_event,
-            ts_recv=ts_recv,
-        )
+            log.warning("overfill", account=d.account, order_id=d.trade_id, symbol=symbol, exchange_seq=d.exchange_seq)
 
-    def _strategy(self, account: str, order_id: str, custom_field: str) -> str:
-        rec = self.orders.get(account, order_id)
-        if rec is not None and rec.strategy:
-            return rec.strategy
+    def _attribute(self, rec: Any, order_id: str, custom_field: str) -> str:
         strategy = self.intents.resolve(order_id, custom_field)
         if strategy != UNASSIGNED:  # an intent registered later (place_order returned late) still wins
-            self.orders.record(account, order_id).strategy = strategy
+            rec.strategy = strategy
         return strategy
 
     def _order(self, state: str, msg: Mapping[str, Any], ts_recv: int) -> OrderEvent | None:
@@ -145,8 +129,9 @@ class Normalizer:
         ok = o.op_code == "00"
         kind = _order_kind(o.op_type, ok)
         inst = self.instruments.resolve(o.security_type, o.code, o.full_code, o.order_cond, o.order_lot)
-        strategy = self._strategy(o.account, o.order_id, o.custom_field)
-        outcome = self.orders.on_order_event(o.account, o.order_id, kind, o.order_quantity or o.quantity, o.cancel_quantity, o.ts_event)
+        rec = self.orders.record(o.account, o.order_id)
+        strategy = rec.strategy or self._attribute(rec, o.order_id, o.custom_field)
+        outcome = self.orders.report(rec, kind, o.order_quantity or o.quantity, o.cancel_quantity, o.ts_event)
         stats = self.stats
         if outcome.late:
             stats.late_events += 1
@@ -156,31 +141,10 @@ class Normalizer:
         if not ok:
             stats.order_failures += 1
         stats.orders += 1
-        return OrderEvent(
-            event_id=f"O:{o.account}:{o.order_id}:{o.op_type}:{o.ts_event}",
-            account=o.account,
-            order_id=o.order_id,
-            seqno=o.seqno,
-            ordno=o.ordno,
-            strategy=strategy,
-            symbol=inst.symbol,
-            code=o.code,
-            kind=inst.kind.value,
-            op_type=o.op_type,
-            op_code=o.op_code,
-            op_msg=o.op_msg,
-            ok=ok,
-            action=o.side,  # type: ignore[arg-type]
-            price=o.price,
-            order_quantity=o.order_quantity or o.quantity,
-            cancel_quantity=o.cancel_quantity,
-            modified_price=o.modified_price,
-            order_cond=o.order_cond,
-            order_lot=o.order_lot,
-            price_type=o.price_type,
-            time_in_force=o.time_in_force,
-            custom_field=o.custom_field,
-            status=outcome.status.value,
-            ts_event=o.ts_event,
-            ts_recv=ts_recv,
+        quantity = o.order_quantity or o.quantity
+        return OrderEvent(  # positional (field order of OrderEvent)
+            f"O:{o.account}:{o.order_id}:{o.op_type}:{o.ts_event}", o.account, o.order_id, o.seqno, o.ordno, strategy,
+            inst.symbol, o.code, inst.kind.value, o.op_type, o.op_code, o.op_msg, ok, o.side, o.price, quantity,
+            o.cancel_quantity, o.modified_price, o.order_cond, o.order_lot, o.price_type, o.time_in_force,
+            o.custom_field, outcome.status.value, o.ts_event, ts_recv,
         )

@@ -37,7 +37,7 @@ _ODD_LOTS = frozenset({"Odd", "IntradayOdd"})
 class DayTradeBook(msgspec.Struct, frozen=True, gc=False):
     """Same-day unmatched quantities of one stock in one account (condition in day_trade_conds)."""
 
-    day: str = ""
+    day: int = 0  # Taipei day number
     bought: int = 0  # shares bought today not yet matched by a sell
     sold: int = 0  # shares sold today not yet matched by a buy (day-trade short)
     sold_notional: Decimal = ZERO  # price * shares of those unmatched sells
@@ -48,7 +48,7 @@ class DayTradeMatch(msgspec.Struct, frozen=True, gc=False):
     credit_notional: Decimal = ZERO  # notional of earlier sells now covered by this buy
 
 
-def day_trade_step(book: DayTradeBook, day: str, side: str, price: Decimal, shares: int) -> tuple[DayTradeBook, DayTradeMatch]:
+def day_trade_step(book: DayTradeBook, day: int, side: str, price: Decimal, shares: int) -> tuple[DayTradeBook, DayTradeMatch]:
     """Match one fill against the day's unmatched opposite quantity. Pure."""
     if book.day != day:
         book = DayTradeBook(day=day)

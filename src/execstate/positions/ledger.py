@@ -52,15 +52,8 @@ def apply(state: PositionState, side: str, price: Decimal, quantity: int, fee: D
     else:
         cost = quantize_book(state.cost * after / held)
         realized = (cost - state.cost - price * signed) * state.multiplier
-    new = PositionState(
-        multiplier=state.multiplier,
-        quantity=after,
-        cost=cost,
-        realized_pnl=state.realized_pnl + realized,
-        fees=state.fees + fee,
-        taxes=state.taxes + tax,
-    )
-    return new, realized
+    # positional: (multiplier, quantity, cost, realized_pnl, fees, taxes)
+    return PositionState(state.multiplier, after, cost, state.realized_pnl + realized, state.fees + fee, state.taxes + tax), realized
 
 
 def avg_price(state: PositionState) -> Decimal:

@@ -56,8 +56,8 @@ def test_etf_sell_pays_one_per_mille():
 
 def test_day_trade_sell_matched_by_same_day_buy_pays_half_rate():
     book = DayTradeBook()
-    book, m_buy = day_trade_step(book, "d1", "Buy", D("100"), 1000)
-    book, m_sell = day_trade_step(book, "d1", "Sell", D("101"), 1500)
+    book, m_buy = day_trade_step(book, 1, "Buy", D("100"), 1000)
+    book, m_sell = day_trade_step(book, 1, "Sell", D("101"), 1500)
     assert m_sell.sell_shares == 1000
     _, tax = _schedule().charges(_fill(side="Sell", price="101", qty=1500), m_sell)
     assert tax == D("303")  # floor(101000*0.0015 + 50500*0.003) = floor(151.5 + 151.5)
@@ -66,18 +66,18 @@ def test_day_trade_sell_matched_by_same_day_buy_pays_half_rate():
 
 def test_sell_first_day_trade_gets_tax_credit_on_cover():
     book = DayTradeBook()
-    book, m_sell = day_trade_step(book, "d1", "Sell", D("200"), 1000)
+    book, m_sell = day_trade_step(book, 1, "Sell", D("200"), 1000)
     _, sell_tax = _schedule().charges(_fill(side="Sell", price="200", qty=1000), m_sell)
     assert sell_tax == D("600")  # full rate: the cover is not known yet
-    book, m_buy = day_trade_step(book, "d1", "Buy", D("195"), 1000)
+    book, m_buy = day_trade_step(book, 1, "Buy", D("195"), 1000)
     _, credit = _schedule().charges(_fill(side="Buy", price="195", qty=1000), m_buy)
     assert credit == D("-300")  # 200000 * (0.003 - 0.0015) booked back
     assert sell_tax + credit == D("300")  # what a day-trade sell pays
 
 
 def test_day_trade_matching_resets_on_a_new_day():
-    book, _ = day_trade_step(DayTradeBook(), "d1", "Buy", D("100"), 1000)
-    book, m = day_trade_step(book, "d2", "Sell", D("100"), 1000)
+    book, _ = day_trade_step(DayTradeBook(), 1, "Buy", D("100"), 1000)
+    book, m = day_trade_step(book, 2, "Sell", D("100"), 1000)
     assert m.sell_shares == 0
 
 
