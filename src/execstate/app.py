@@ -1,8 +1,9 @@
 """Composition root: the only module that wires the stages together.
 
 Entry points: `Pipeline` (queue -> journal -> normalizer -> store -> bus), `Pipeline.start()`
-/ `.stop()` (worker thread), `Pipeline.process_batch(raws)` (synchronous, for replay and
-tests), `replay_journal(path, settings)`, `final_positions_json(snapshot)`.
+/ `.stop()` (worker and snapshot threads), `Pipeline.process_batch(raws)` (synchronous, for
+replay and tests), `replay_journal(path, settings)`, `run_demo(settings)`,
+`positions_as_dicts(snapshot)` (the stable `replay --json` shape).
 
 Invariants:
 - One worker thread does all writes: journal line first, then normalize, then the store;
@@ -28,7 +29,7 @@ from typing import Any
 import msgspec
 
 from execstate.bridge.shioaji_adapter import ShioajiBridge
-from execstate.bus import TOPIC_DELTA, TOPIC_FILL, TOPIC_ORDER, EventBus
+from execstate.bus import TOPIC_DELTA, TOPIC_FILL, TOPIC_ORDER, TOPIC_SNAPSHOT, EventBus
 from execstate.bridge.journal import JournalReader, JournalWriter
 from execstate.config import Settings
 from execstate.domain.events import DeadLetter, FillEvent, OrderEvent, PositionSnapshot
@@ -37,6 +38,7 @@ from execstate.normalize.instruments import InstrumentResolver
 from execstate.normalize.intents import IntentRegistry
 from execstate.normalize.worker import Normalizer
 from execstate.positions.fees import FeeSchedule
+from execstate.positions.snapshots import Snapshotter
 from execstate.positions.store import PositionStore
 from execstate.telemetry.logging import get_logger
 from execstate.telemetry.stats import PipelineStats
@@ -48,7 +50,7 @@ log = get_logger("execstate.pipeline")
 class Pipeline:
     """Raw events in, books and events out. See the module docstring."""
 
-    def __init__(self, settings: Settings, *, intents: IntentRegistry | None = None, journal_path: Path | None = None, raw_queue: queue.SimpleQueue | None = None) -> None:
+    def __init__(self, settings: Settings, *, intents: IntentRegistry | None = None, journal_path: Path | None = None, raw_queue: queue.SimpleQueue | None = None, snapshot_path: Path | None = None) -> None:
         self.settings = settings
         self.stats = PipelineStats()
         self.intents = intents if intents is not None else IntentRegistry(dict(settings.strategies.tags))
@@ -61,6 +63,13 @@ class Pipeline:
         self.journal = JournalWriter(journal_path) if journal_path is not None else None
         self._thread: threading.Thread | None = None
         self._batch_max = settings.queue.batch_max
+        self.snapshot_path = snapshot_path
+        self.snapshotter = Snapshotter(self.store, settings.snapshot_interval_ms, self._emit_snapshot)
+
+    def _emit_snapshot(self, snapshot: PositionSnapshot) -> None:
+        if self.snapshot_path is not None:
+            write_snapshot_file(snapshot, self.snapshot_path)
+        self.bus.publish(TOPIC_SNAPSHOT, snapshot)
 
     # --- processing -------------------------------------------------------------------
     def _subscriber_error(self, topic: str, exc: BaseException) -> None:
@@ -153,16 +162,18 @@ class Pipeline:
         apply_runtime_tuning(self.settings)  # after wiring: freezes the long-lived containers too
         self._thread = threading.Thread(target=self._run, name="execstate-pipeline", daemon=True)
         self._thread.start()
+        self.snapshotter.start()
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Drain what is queued, stop the worker, close the journal."""
+        """Drain what is queued, stop the worker, take a last snapshot, close the journal."""
         if self._thread is not None:
             self.queue.put(_STOP)
             self._thread.join(timeout)
             if self._thread.is_alive():
                 raise RuntimeError(f"pipeline worker did not stop within {timeout} s")
             self._thread = None
+            self.snapshotter.stop()
         if self.journal is not None:
             self.journal.close()
 
@@ -240,7 +251,8 @@ def run_demo(settings: Settings, seed: int = 1, orders: int = 600, pace: float |
     intents = IntentRegistry(dict(settings.strategies.tags), path=intents_path)
     for intent in session.intents:  # what the order adapter registers at placement
         intents.register(intent.order_id, intent.strategy_id, intent.symbol, intent.custom_field)
-    pipeline = Pipeline(settings, intents=intents, journal_path=journal)
+    snapshot_path = Path(settings.state_dir) / "snapshots" / "latest.json"
+    pipeline = Pipeline(settings, intents=intents, journal_path=journal, snapshot_path=snapshot_path)
     ShioajiBridge(api, pipeline.queue).attach()
     started = time.perf_counter()
     pipeline.start()
@@ -250,6 +262,7 @@ def run_demo(settings: Settings, seed: int = 1, orders: int = 600, pace: float |
     for fill in session.fills:  # mark to the day's last trade
         pipeline.store.set_mark(fill.symbol, fill.price)
     snapshot = pipeline.snapshot()
+    write_snapshot_file(snapshot, snapshot_path)
     ours = {(p.account, p.strategy, p.symbol): p.quantity for p in snapshot.positions}
     broker = session.expected_quantities()
     mismatches = {k: (ours.get(k, 0), broker.get(k, 0)) for k in set(ours) | set(broker) if ours.get(k, 0) != broker.get(k, 0)}

@@ -1,11 +1,11 @@
 """In-process event bus: strategies and risk subscribe to fills, order events and deltas.
 
 Entry points: `EventBus.subscribe(topic, callback)`, `EventBus.iterate(topic)`,
-`EventBus.publish(topic, event)`; topics `TOPIC_FILL`, `TOPIC_ORDER`, `TOPIC_DELTA`.
+`EventBus.publish(topic, event)`; topics `TOPIC_FILL`, `TOPIC_ORDER`, `TOPIC_DELTA`, `TOPIC_SNAPSHOT`.
 
 Invariants:
-- Subscribers are called on the pipeline worker's thread, in publish order, with the
-  immutable event; they must be quick (hand work to their own thread or use `iterate`).
+- Fill, order and delta subscribers are called on the pipeline worker's thread (snapshot
+  subscribers on the snapshot thread), in publish order, with the immutable event; they must be quick (hand work to their own thread or use `iterate`).
 - A subscriber that raises never stops the worker or other subscribers: the error is
   counted (`errors`) and reported through `on_error`.
 - An iterator subscription gets its own unbounded queue; closing it unsubscribes.
@@ -20,7 +20,8 @@ from typing import Any
 TOPIC_FILL = "fill"
 TOPIC_ORDER = "order"
 TOPIC_DELTA = "delta"
-TOPICS = (TOPIC_FILL, TOPIC_ORDER, TOPIC_DELTA)
+TOPIC_SNAPSHOT = "snapshot"  # published from the snapshot thread, every snapshot interval
+TOPICS = (TOPIC_FILL, TOPIC_ORDER, TOPIC_DELTA, TOPIC_SNAPSHOT)
 
 _CLOSED = object()
 

@@ -106,3 +106,22 @@ def test_snapshotter_writes_latest_books_on_stop(tmp_path):
     snapper.stop()
     text = path.read_text()
     assert '"quantity":1000' in text and snapper.taken == 1
+
+
+def test_started_pipeline_writes_periodic_snapshots_and_publishes_them(tmp_path):
+    from execstate.bus import TOPIC_SNAPSHOT
+
+    settings = parse_settings({"snapshot_interval_ms": 20, "runtime": {"gc_freeze_after_start": False, "switch_interval_us": 0}})
+    path = tmp_path / "snapshots" / "latest.json"
+    pipeline = Pipeline(settings, snapshot_path=path)
+    snaps = []
+    pipeline.bus.subscribe(TOPIC_SNAPSHOT, snaps.append)
+    pipeline.start()
+    pipeline.queue.put((time.time_ns(), "SDEAL", stock_deal(event_id="s1")))
+    deadline = time.monotonic() + 5
+    while not any(s.positions for s in snaps) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    pipeline.stop()
+    assert any(s.positions and s.positions[0].quantity == 1000 for s in snaps)
+    assert '"quantity":1000' in path.read_text()
+    assert snaps[-1].seq == pipeline.store.view().seq  # the last one is taken at stop

@@ -75,18 +75,21 @@ class Normalizer:
             plain = repr(msg)[:1000]
         return DeadLetter(reason=reason, state=str(getattr(state, "value", state))[:40], ts_recv=ts_recv, msg=plain)
 
-    def _is_duplicate(self, event_id: str, natural: tuple) -> bool:
+    def _is_duplicate(self, event_id: str, natural: str) -> bool:
+        """`natural` is our event id ("F:..." / "O:..."), built from the natural key; the broker's
+        `event_id` is remembered too, prefixed so the two kinds of key never collide."""
         add = self.seen.add
         fresh = add(natural)
         if event_id:
-            fresh = add(event_id) and fresh  # event ids and natural-key tuples never collide
+            fresh = add("E:" + event_id) and fresh
         if not fresh:
             self.stats.duplicates += 1
         return not fresh
 
     def _deal(self, state: str, msg: Mapping[str, Any], ts_recv: int) -> FillEvent | None:
         d = parse_deal(state, msg)
-        if self._is_duplicate(d.event_id, ("D", d.account, d.trade_id, d.exchange_seq)):
+        fill_id = f"F:{d.account}:{d.trade_id}:{d.exchange_seq}"  # natural key (strings are not GC-tracked)
+        if self._is_duplicate(d.event_id, fill_id):
             return None
         inst = self.instruments.resolve(d.security_type, d.code, d.full_code, d.order_cond, d.order_lot)
         rec = self.orders.record(d.account, d.trade_id)
@@ -97,7 +100,7 @@ class Normalizer:
         if outcome.notable:
             self._note_fill(outcome, d, inst.symbol)
         return FillEvent(  # positional (field order of FillEvent): keywords cost ~4x here
-            f"F:{d.account}:{d.trade_id}:{d.exchange_seq}", d.account, d.trade_id, d.seqno, d.ordno, d.exchange_seq,
+            fill_id, d.account, d.trade_id, d.seqno, d.ordno, d.exchange_seq,
             strategy, inst.symbol, d.code, inst.kind.value, d.side, d.price, d.quantity, inst.multiplier, inst.is_etf,
             d.order_cond, d.order_lot, d.market_type, d.custom_field, d.ts_event, ts_recv,
         )
@@ -123,8 +126,8 @@ class Normalizer:
 
     def _order(self, state: str, msg: Mapping[str, Any], ts_recv: int) -> OrderEvent | None:
         o = parse_order(state, msg)
-        natural = ("O", o.account, o.order_id, o.op_type, o.exchange_ts)
-        if self._is_duplicate(o.event_id, natural):
+        order_event_id = f"O:{o.account}:{o.order_id}:{o.op_type}:{o.ts_event}"  # natural key, exchange_ts in us
+        if self._is_duplicate(o.event_id, order_event_id):
             return None
         ok = o.op_code == "00"
         kind = _order_kind(o.op_type, ok)
@@ -143,7 +146,7 @@ class Normalizer:
         stats.orders += 1
         quantity = o.order_quantity or o.quantity
         return OrderEvent(  # positional (field order of OrderEvent)
-            f"O:{o.account}:{o.order_id}:{o.op_type}:{o.ts_event}", o.account, o.order_id, o.seqno, o.ordno, strategy,
+            order_event_id, o.account, o.order_id, o.seqno, o.ordno, strategy,
             inst.symbol, o.code, inst.kind.value, o.op_type, o.op_code, o.op_msg, ok, o.side, o.price, quantity,
             o.cancel_quantity, o.modified_price, o.order_cond, o.order_lot, o.price_type, o.time_in_force,
             o.custom_field, outcome.status.value, o.ts_event, ts_recv,

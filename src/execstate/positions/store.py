@@ -71,7 +71,7 @@ class _Group:
     __slots__ = ("fills", "last", "day_trades")
 
     def __init__(self) -> None:
-        self.fills: list[tuple[tuple, FillEvent]] = []
+        self.fills: list[FillEvent] = []  # in canonical order; FillEvents are not GC-tracked
         self.last: tuple = ()
         self.day_trades = DayTradeBook()
 
@@ -109,7 +109,7 @@ class PositionStore:
         before = self._positions.get(key) or PositionState(fill.multiplier)
         order_key = (fill.ts_event, fill.exchange_seq, fill.event_id)  # canonical_key(fill), inlined
         if order_key > group.last:
-            group.fills.append((order_key, fill))
+            group.fills.append(fill)
             group.last = order_key
             group.day_trades, state, fee, tax, realized = self._book(group.day_trades, before, fill)
             self._positions[key] = state
@@ -126,11 +126,11 @@ class PositionStore:
 
     def _refold(self, group: _Group, order_key: tuple, fill: FillEvent, key: PositionKey, before: PositionState) -> list[PositionDelta]:
         self.refolds += 1
-        bisect.insort(group.fills, (order_key, fill), key=lambda item: item[0])
+        bisect.insort(group.fills, fill, key=canonical_key)
         book = DayTradeBook()
         states: dict[PositionKey, PositionState] = {}
         own = (Decimal(0), Decimal(0), Decimal(0))
-        for _, f in group.fills:
+        for f in group.fills:
             k = PositionKey(f.account, f.strategy, f.symbol)
             state = states.get(k) or PositionState(multiplier=f.multiplier)
             book, states[k], fee, tax, realized = self._book(book, state, f)
