@@ -14,7 +14,6 @@ import queue
 import sys
 import tempfile
 import time
-from decimal import Decimal
 from pathlib import Path
 
 from common import median, print_table, synthetic_events, write_results

@@ -30,11 +30,6 @@ _SHARES_PER_UNIT: dict[str, int] = {
     "IntradayOdd": 1,
 }
 
-STOCK_ORDER_CONDS = frozenset(
-    {"Cash", "Netting", "MarginTrading", "ShortSelling", "SBLShort", "SBLShortPriceExempt", "Emerging"}
-)
-
-
 class InstrumentKind(str, enum.Enum):
     """What kind of contract a symbol is."""
 

@@ -1,11 +1,11 @@
 """Exact money and price helpers.
 
-Entry points: `to_price(value, field)`, `to_quantity(value, field)`, `quantize_money`.
+Entry points: `to_price(value, field)`, `quantize_book`, `quantize_money`, `fmt_decimal`.
 
 Invariants:
 - No binary float ever enters the books: broker floats are converted through their shortest
   `repr` (26.85 -> Decimal("26.85")), which is the decimal the broker printed.
-- A price is finite and >= 0; a quantity is an `int` > 0 (bools are rejected).
+- A price is finite and >= 0 (bools are rejected).
 - Bad input raises `FieldError` naming the field and the value.
 """
 
@@ -49,15 +49,6 @@ def to_price(value: object, field: str = "price") -> Decimal:
     if price < 0:
         raise FieldError(field, value, "a price >= 0")
     return price
-
-
-def to_quantity(value: object, field: str = "quantity", *, allow_zero: bool = False) -> int:
-    """Validate a broker quantity: an int > 0 (or >= 0 when `allow_zero`)."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise FieldError(field, value, "an integer")
-    if value < 0 or (value == 0 and not allow_zero):
-        raise FieldError(field, value, "a quantity >= 0" if allow_zero else "a quantity > 0")
-    return value
 
 
 def quantize_book(value: Decimal) -> Decimal:

@@ -12,7 +12,6 @@ a crash; a corrupt line is skipped and counted, never fatal.
 
 from __future__ import annotations
 
-import json
 import threading
 from pathlib import Path
 
@@ -86,6 +85,3 @@ class IntentRegistry:
 
     def __len__(self) -> int:
         return len(self._by_order)
-
-    def dump(self) -> str:
-        return json.dumps({k: v.strategy for k, v in self._by_order.items()})

@@ -25,7 +25,6 @@ import msgspec
 
 from execstate.domain.errors import FieldError, MalformedEvent
 from execstate.domain.instruments import shares_per_unit
-from execstate.domain.payloads import state_name  # noqa: F401  (re-exported)
 from execstate.normalize.schema import Derivative, FuturesDealMsg, FuturesOrderMsg, OpType, OrderCond, OrderLot, Side, StockDealMsg, StockOrderMsg
 
 ORDER_STATES = frozenset({"SORDER", "FORDER"})
@@ -169,7 +168,7 @@ def parse_deal(state: str, msg: Mapping[str, Any]) -> ParsedDeal:
     return ParsedDeal(
         state, d.event_id, f"{d.broker_id}-{d.account_id}", d.trade_id, d.seqno, d.ordno, d.exchange_seq, d.action,
         d.code, full_code, security_type, order_cond, order_lot, _price(d.price), quantity, market_type, custom_field,
-        round(d.ts * 1_000_000) * 1000,
+        epoch_s_to_ns(d.ts, "ts"),
     )
 
 
@@ -191,5 +190,5 @@ def parse_order(state: str, msg: Mapping[str, Any]) -> ParsedOrder:
         op.op_type, op.op_code, op.op_msg, order.action, o.contract.code, full_code, security_type, order_cond, order_lot,
         _price(order.price), order.quantity * units, status.order_quantity * units, status.cancel_quantity * units,
         _price(status.modified_price), order.price_type, order.time_in_force or order.order_type, custom_field,
-        status.exchange_ts, round(status.exchange_ts * 1_000_000) * 1000,
+        status.exchange_ts, epoch_s_to_ns(status.exchange_ts, "status.exchange_ts"),
     )

@@ -31,44 +31,36 @@ class _Base(msgspec.Struct, frozen=True, gc=False):
     pass
 
 
-class StockDealMsg(_Base):
+class _DealMsg(_Base, kw_only=True):
+    """Fields common to StockDealEvent and FuturesDealEvent."""
+
     trade_id: Id
     exchange_seq: Id
     broker_id: Id
     account_id: Id
     action: Side
     code: Id
-    order_cond: OrderCond
-    order_lot: OrderLot
     price: Price
     quantity: Qty
     ts: EpochS
     event_id: Text = ""
     seqno: Text = ""
     ordno: Text = ""
-    custom_field: Text = ""
     web_id: Text = ""
 
 
-class FuturesDealMsg(_Base):
-    trade_id: Id
-    exchange_seq: Id
-    broker_id: Id
-    account_id: Id
-    action: Side
-    code: Id
+class StockDealMsg(_DealMsg, kw_only=True):
+    order_cond: OrderCond
+    order_lot: OrderLot
+    custom_field: Text = ""
+
+
+class FuturesDealMsg(_DealMsg, kw_only=True):
     full_code: Id
     security_type: Derivative
-    price: Price
-    quantity: Qty
-    ts: EpochS
-    event_id: Text = ""
-    seqno: Text = ""
-    ordno: Text = ""
     market_type: Text = ""
     subaccount: Text = ""
     delivery_month: Text = ""
-    web_id: Text = ""
 
 
 class OperationMsg(_Base):
@@ -91,33 +83,28 @@ class OrderStatusMsg(_Base):
     web_id: Text = ""
 
 
-class StockOrderDetailMsg(_Base):
+class _OrderDetailMsg(_Base, kw_only=True):
+    """Fields common to StockOrderDetailDict and FuturesOrderDetailDict."""
+
     id: Id
     account: AccountMsg
     action: Side
     price: Price
     quantity: QtyOrZero
-    order_cond: OrderCond
-    order_lot: OrderLot
     seqno: Text = ""
     ordno: Text = ""
     price_type: Text = ""
     time_in_force: Text = ""
     order_type: Text = ""
+
+
+class StockOrderDetailMsg(_OrderDetailMsg, kw_only=True):
+    order_cond: OrderCond
+    order_lot: OrderLot
     custom_field: Text = ""
 
 
-class FuturesOrderDetailMsg(_Base):
-    id: Id
-    account: AccountMsg
-    action: Side
-    price: Price
-    quantity: QtyOrZero
-    seqno: Text = ""
-    ordno: Text = ""
-    price_type: Text = ""
-    time_in_force: Text = ""
-    order_type: Text = ""
+class FuturesOrderDetailMsg(_OrderDetailMsg, kw_only=True):
     market_type: Text = ""
     oc_type: Text = ""
 

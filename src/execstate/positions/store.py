@@ -55,11 +55,6 @@ def mark_key(symbol: str) -> str:
     return symbol.split(":", 1)[0]
 
 
-def trading_day(ts_ns: int) -> int:
-    """Taipei calendar day number of a timestamp (day-trade matching resets on it)."""
-    return (ts_ns + _TAIPEI_OFFSET_NS) // _NS_PER_DAY
-
-
 class _Group:
     """All fills of one (account, code) in canonical order, with its day-trade book.
 
@@ -119,7 +114,8 @@ class PositionStore:
     def _book(self, book: DayTradeBook, state: PositionState, fill: FillEvent) -> tuple:
         match = None
         if self._fees.tracks_day_trades(fill):
-            book, match = day_trade_step(book, (fill.ts_event + _TAIPEI_OFFSET_NS) // _NS_PER_DAY, fill.side, fill.price, fill.quantity)
+            day = (fill.ts_event + _TAIPEI_OFFSET_NS) // _NS_PER_DAY  # Taipei calendar day: day trades reset on it
+            book, match = day_trade_step(book, day, fill.side, fill.price, fill.quantity)
         fee, tax = self._fees.charges(fill, match)
         new, realized = apply(state, fill.side, fill.price, fill.quantity, fee, tax)
         return book, new, fee, tax, realized

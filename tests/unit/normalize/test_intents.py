@@ -212,15 +212,3 @@ def test_tag_outside_one_to_six_characters_is_rejected_naming_it(tag):
     # Assert
     assert str(exc.value).startswith(f"tag={tag!r}")
     assert "6 characters" in str(exc.value)
-
-
-def test_dump_lists_order_to_strategy():
-    # Arrange
-    reg = IntentRegistry()
-    reg.register("892f730b", "momo")
-
-    # Act
-    dumped = json.loads(reg.dump())
-
-    # Assert
-    assert dumped == {"892f730b": "momo"}
