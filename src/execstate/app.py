@@ -44,6 +44,26 @@ from execstate.telemetry.logging import get_logger
 from execstate.telemetry.stats import PipelineStats
 
 _STOP = object()
+
+
+class _OnWorker:
+    """A function to run on the worker thread, in queue order (a barrier with a result)."""
+
+    __slots__ = ("fn", "done", "result", "error")
+
+    def __init__(self, fn: Any) -> None:
+        self.fn = fn
+        self.done = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.result = self.fn()
+        except BaseException as exc:  # handed back to the caller
+            self.error = exc
+        finally:
+            self.done.set()
 log = get_logger("execstate.pipeline")
 
 
@@ -150,11 +170,51 @@ class Pipeline:
                     batch.append(get_nowait())
                 except queue.Empty:
                     break
-            if any(item is _STOP for item in batch):
-                stopping = True
-                batch = [item for item in batch if item is not _STOP]
-            if batch:
+            if any(item is _STOP or type(item) is _OnWorker for item in batch):
+                stopping = self._run_mixed(batch)
+            else:
                 self.process_batch(batch)
+
+    def _run_mixed(self, batch: list) -> bool:
+        """A batch holding control items: process raw events around them, in order."""
+        run: list = []
+        for item in batch:
+            if item is _STOP or type(item) is _OnWorker:
+                if run:
+                    self.process_batch(run)
+                    run = []
+                if item is _STOP:
+                    return True
+                item.run()
+            else:
+                run.append(item)
+        if run:
+            self.process_batch(run)
+        return False
+
+    def on_worker(self, fn: Any, timeout: float = 30.0) -> Any:
+        """Run `fn()` on the worker thread after everything queued before it; return its result.
+
+        The way other threads read worker-owned state (the order book) safely, and wait for
+        what they submitted to be booked. Runs inline when the worker is not started.
+        """
+        item = _OnWorker(fn)
+        if self._thread is None:
+            item.run()
+        else:
+            self.queue.put(item)
+            if not item.done.wait(timeout):
+                raise TimeoutError(f"pipeline worker did not reach the barrier within {timeout} s")
+        if item.error is not None:
+            raise item.error
+        return item.result
+
+    def submit(self, state: str, msg: dict) -> None:
+        """Queue a raw event from inside the service (recovered broker records, corrections)."""
+        if self._thread is None:
+            self.process_batch([(time.time_ns(), state, msg)])
+        else:
+            self.queue.put((time.time_ns(), state, msg))
 
     def start(self) -> Pipeline:
         if self._thread is not None:

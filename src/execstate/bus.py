@@ -84,10 +84,16 @@ class EventBus:
         return sub
 
     def has_subscribers(self, topic: str) -> bool:
+        self._check(topic)
         return bool(self._subscribers[topic])
 
     def publish(self, topic: str, event: Any) -> None:
-        for callback in self._subscribers[topic]:
+        try:
+            callbacks = self._subscribers[topic]
+        except KeyError:
+            self._check(topic)
+            raise
+        for callback in callbacks:
             try:
                 callback(event)
             except Exception as exc:  # a subscriber's bug must not stop the pipeline

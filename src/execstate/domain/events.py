@@ -1,7 +1,7 @@
 """Events: immutable facts that flow through the pipeline.
 
 Entry points: `RawExecEvent`, `OrderEvent`, `FillEvent`, `PositionDelta`, `PositionRecord`,
-`PositionSnapshot`, `DeadLetter`. Field-by-field reference: `contracts/execution.md`.
+`PositionSnapshot`, `Correction` (+ `CORRECTION_STATE`), `DeadLetter`. Field-by-field reference: `contracts/execution.md`.
 
 Invariants:
 - Every event is frozen and slotted (msgspec Structs); money and prices are `Decimal`.
@@ -86,13 +86,14 @@ class FillEvent(msgspec.Struct, frozen=True, gc=False):
     custom_field: str
     ts_event: int
     ts_recv: int
+    correction: str = ""  # non-empty: a reconciliation correction (the reason), not a trade: no fees or taxes
 
 
 class PositionDelta(msgspec.Struct, frozen=True, gc=False):
     """The change one fill (or correction) made to one position."""
 
     seq: int  # store sequence number, strictly increasing
-    cause: str  # "fill" | "correction"
+    cause: str  # "fill" | "reorder" | "correction"
     source_id: str  # the FillEvent.event_id (or correction id) that caused it
     account: str
     strategy: str
@@ -132,6 +133,25 @@ class PositionSnapshot(msgspec.Struct, frozen=True, gc=False):
     seq: int
     ts: int  # time.time_ns() when taken
     positions: tuple[PositionRecord, ...]
+
+
+CORRECTION_STATE = "CORRECTION"  # raw-event state under which corrections travel and are journaled
+
+
+class Correction(msgspec.Struct, frozen=True):
+    """A reconciliation's correcting event: brings our net quantity to the broker's."""
+
+    correction_id: str  # deterministic: C:{account}:{symbol}:{ts_ns}:{n}
+    account: str
+    strategy: str
+    symbol: str
+    security_type: str  # STK, FUT, OPT
+    code: str  # stock code or product root
+    order_cond: str  # stocks: Cash, MarginTrading, ...; "" for derivatives
+    quantity: int  # signed change in book units
+    price: str  # decimal string
+    reason: str
+    ts_ns: int
 
 
 class DeadLetter(msgspec.Struct, frozen=True):

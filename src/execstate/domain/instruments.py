@@ -1,6 +1,6 @@
 """Instruments: what a symbol is, its units and its multiplier.
 
-Entry points: `InstrumentKind`, `Instrument`, `stock_symbol`, `shares_per_unit`.
+Entry points: `InstrumentKind`, `Instrument`, `stock_symbol`, `shares_per_unit`, `symbol_parts`.
 
 Invariants:
 - Stock quantities in the books are shares: a Common (also Fixing, BlockTrade) unit is a
@@ -56,3 +56,17 @@ def shares_per_unit(order_lot: str) -> int | None:
 def stock_symbol(code: str, order_cond: str) -> str:
     """The position symbol of a stock: the code, suffixed by the condition unless Cash."""
     return code if order_cond == "Cash" else f"{code}:{order_cond}"
+
+
+def symbol_parts(symbol: str) -> tuple[str, str, str, str]:
+    """(security_type, code, full_code, order_cond) from a books symbol.
+
+    Stocks are digits (`2330`, `2330:MarginTrading`); derivatives use the full code, whose
+    first three characters are the product root (`TXFL6` -> TXF future, `TXO27900L6` -> TXO
+    option; a futures full code is root + month letter + year digit).
+    """
+    base, _, cond = symbol.partition(":")
+    if base[:1].isdigit():
+        return "STK", base, "", cond if cond and cond != "Odd" else "Cash"
+    kind = "FUT" if len(base) <= 5 else "OPT"
+    return kind, base[:3], base, ""

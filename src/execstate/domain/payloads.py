@@ -8,6 +8,7 @@ Invariant: neither mutates its input; `to_plain` returns JSON-ready builtins onl
 from __future__ import annotations
 
 from collections.abc import Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -32,6 +33,8 @@ def to_plain(value: Any) -> Any:
         return [to_plain(v) for v in value]
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
+    if isinstance(value, Decimal):
+        return str(value)
     return getattr(value, "value", repr(value))
 
 

@@ -134,6 +134,9 @@ def _by_qty(rec: OrderRecord) -> OrderStatus:
     return OrderStatus.FILLED if rec.filled_quantity >= live else OrderStatus.PART_FILLED
 
 
+_WORKING = frozenset({OrderStatus.SUBMITTED, OrderStatus.PART_FILLED, OrderStatus.UNKNOWN})
+
+
 class OrderBook:
     """All orders of the day by (account, order id), advanced through `TRANSITIONS`."""
 
@@ -197,8 +200,11 @@ class OrderBook:
 
     def working(self) -> int:
         """Orders that may still fill."""
-        working = (OrderStatus.SUBMITTED, OrderStatus.PART_FILLED, OrderStatus.UNKNOWN)
-        return sum(1 for rec in self._orders.values() if rec.status in working)
+        return sum(1 for rec in self._orders.values() if rec.status in _WORKING)
+
+    def in_flight(self) -> set[tuple[str, str]]:
+        """(account, symbol) of every order that may still fill. Call on the worker thread."""
+        return {(account, rec.symbol) for (account, _), rec in self._orders.items() if rec.status in _WORKING}
 
     def __len__(self) -> int:
         return len(self._orders)

@@ -20,7 +20,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from execstate.domain.errors import MalformedEvent
-from execstate.domain.events import UNASSIGNED, DeadLetter, FillEvent, OrderEvent, RawExecEvent
+import msgspec
+
+from execstate.domain.events import CORRECTION_STATE, UNASSIGNED, Correction, DeadLetter, FillEvent, OrderEvent, RawExecEvent
+from execstate.domain.money import to_price
 from execstate.normalize.dedupe import SeenKeys
 from execstate.normalize.instruments import InstrumentResolver
 from execstate.normalize.intents import IntentRegistry
@@ -61,6 +64,8 @@ class Normalizer:
                 return self._deal(name, msg, ts_recv)
             if name in ORDER_STATES:
                 return self._order(name, msg, ts_recv)
+            if name == CORRECTION_STATE:
+                return self._correction(msg, ts_recv)
             raise MalformedEvent(f"state={name[:40]!r}: expected SORDER, SDEAL, FORDER or FDEAL")
         except MalformedEvent as exc:
             return self._dead(exc.reason, state, ts_recv, msg)
@@ -93,6 +98,7 @@ class Normalizer:
             return None
         inst = self.instruments.resolve(d.security_type, d.code, d.full_code, d.order_cond, d.order_lot)
         rec = self.orders.record(d.account, d.trade_id)
+        rec.symbol = inst.symbol
         strategy = rec.strategy or self._attribute(rec, d.trade_id, d.custom_field)
         outcome = self.orders.fill(rec, d.quantity, d.ts_event)
         stats = self.stats
@@ -118,6 +124,26 @@ class Normalizer:
             stats.overfills += 1
             log.warning("overfill", account=d.account, order_id=d.trade_id, symbol=symbol, exchange_seq=d.exchange_seq)
 
+    def _correction(self, msg: Mapping[str, Any], ts_recv: int) -> FillEvent | None:
+        """A reconciliation correction becomes a synthetic fill (no fees, delta cause "correction")."""
+        try:
+            c = msgspec.convert(msg, Correction)
+            price = to_price(c.price, "price")
+        except (msgspec.ValidationError, ValueError) as exc:
+            raise MalformedEvent(f"correction: {exc}") from None
+        if c.quantity == 0:
+            raise MalformedEvent("correction quantity=0: expected a non-zero change")
+        if self._is_duplicate("", c.correction_id):
+            return None
+        full_code = c.symbol if c.security_type != "STK" else ""
+        inst = self.instruments.resolve(c.security_type, c.code, full_code, c.order_cond, "Common")
+        self.stats.corrections += 1
+        side = "Buy" if c.quantity > 0 else "Sell"
+        return FillEvent(
+            c.correction_id, c.account, "", "", "", "", c.strategy, c.symbol, c.code, inst.kind.value, side, price,
+            abs(c.quantity), inst.multiplier, inst.is_etf, c.order_cond, "", "", "", c.ts_ns, ts_recv, c.reason,
+        )
+
     def _attribute(self, rec: Any, order_id: str, custom_field: str) -> str:
         strategy = self.intents.resolve(order_id, custom_field)
         if strategy != UNASSIGNED:  # an intent registered later (place_order returned late) still wins
@@ -133,6 +159,7 @@ class Normalizer:
         kind = _order_kind(o.op_type, ok)
         inst = self.instruments.resolve(o.security_type, o.code, o.full_code, o.order_cond, o.order_lot)
         rec = self.orders.record(o.account, o.order_id)
+        rec.symbol = inst.symbol
         strategy = rec.strategy or self._attribute(rec, o.order_id, o.custom_field)
         outcome = self.orders.report(rec, kind, o.order_quantity or o.quantity, o.cancel_quantity, o.ts_event)
         stats = self.stats

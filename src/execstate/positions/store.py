@@ -26,7 +26,7 @@ from types import MappingProxyType
 from typing import NamedTuple
 
 from execstate.domain.events import FillEvent, PositionDelta, PositionRecord, PositionSnapshot
-from execstate.domain.money import to_price
+from execstate.domain.money import ZERO, to_price
 from execstate.positions.fees import DayTradeBook, FeeSchedule, day_trade_step
 from execstate.positions.ledger import PositionState, apply, avg_price, unrealized_pnl
 
@@ -72,8 +72,9 @@ class _Group:
 
 
 def canonical_key(fill: FillEvent) -> tuple:
-    """Exchange order: broker time, then the exchange's deal sequence, then the event id."""
-    return (fill.ts_event, fill.exchange_seq, fill.event_id)
+    """Exchange order: broker time, then the exchange's deal sequence (shorter first, so an
+    unpadded "9" precedes "10"), then the event id."""
+    return (fill.ts_event, len(fill.exchange_seq), fill.exchange_seq, fill.event_id)
 
 
 class PositionStore:
@@ -102,16 +103,19 @@ class PositionStore:
             group = self._groups[group_key] = _Group()
         key = _new_key(PositionKey, (fill.account, fill.strategy, fill.symbol))
         before = self._positions.get(key) or PositionState(fill.multiplier)
-        order_key = (fill.ts_event, fill.exchange_seq, fill.event_id)  # canonical_key(fill), inlined
+        order_key = (fill.ts_event, len(fill.exchange_seq), fill.exchange_seq, fill.event_id)  # canonical_key(fill), inlined
         if order_key > group.last:
             group.fills.append(fill)
             group.last = order_key
             group.day_trades, state, fee, tax, realized = self._book(group.day_trades, before, fill)
             self._positions[key] = state
-            return [self._delta("fill", fill, key, before, state, fee, tax, realized)]
+            return [self._delta("correction" if fill.correction else "fill", fill, key, before, state, fee, tax, realized)]
         return self._refold(group, order_key, fill, key, before)
 
     def _book(self, book: DayTradeBook, state: PositionState, fill: FillEvent) -> tuple:
+        if fill.correction:  # not a trade: no fees, taxes or day-trade matching
+            new, realized = apply(state, fill.side, fill.price, fill.quantity)
+            return book, new, ZERO, ZERO, realized
         match = None
         if self._fees.tracks_day_trades(fill):
             day = (fill.ts_event + _TAIPEI_OFFSET_NS) // _NS_PER_DAY  # Taipei calendar day: day trades reset on it
@@ -125,15 +129,15 @@ class PositionStore:
         bisect.insort(group.fills, fill, key=canonical_key)
         book = DayTradeBook()
         states: dict[PositionKey, PositionState] = {}
-        own = (Decimal(0), Decimal(0), Decimal(0))
         for f in group.fills:
             k = PositionKey(f.account, f.strategy, f.symbol)
             state = states.get(k) or PositionState(multiplier=f.multiplier)
-            book, states[k], fee, tax, realized = self._book(book, state, f)
-            if f is fill:
-                own = (fee, tax, realized)
+            book, states[k], _, _, _ = self._book(book, state, f)
         group.day_trades = book
-        deltas = [self._delta("fill", fill, key, before, states[key], *own)]
+        # every delta carries the whole change of its position (after - before), so delta
+        # changes always add up to the position totals, re-folded fills included
+        after = states[key]
+        deltas = [self._delta("correction" if fill.correction else "fill", fill, key, before, after, after.fees - before.fees, after.taxes - before.taxes, after.realized_pnl - before.realized_pnl)]
         for k, state in states.items():
             old = self._positions.get(k)
             self._positions[k] = state

@@ -57,6 +57,7 @@ class PipelineStats:
     order_failures: int = 0
     overfills: int = 0
     deltas: int = 0
+    corrections: int = 0
     subscriber_errors: int = 0
     journal_lines: int = 0
     latency_ns: LatencySamples = field(default_factory=LatencySamples)

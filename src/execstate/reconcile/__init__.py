@@ -1,0 +1,1 @@
+"""Reconcile: broker reports vs our books, repairs, and the broker query gateway."""

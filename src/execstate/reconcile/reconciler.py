@@ -1,0 +1,167 @@
+"""One reconciliation: recover missed broker records, compare books, correct what is confirmed.
+
+Entry points: `Reconciler.check(accounts=None, symbols=None, reason=..., opening=False)`,
+`ReconcileResult`, `attribution_from(snapshot_records, positions)`.
+
+A check:
+1. fetches the broker's view (`fetch(accounts, deadline)`: positions in shares and the
+   day's order/deal records), through the rate-limited gateway;
+2. resubmits the day's records into the pipeline: they are real broker facts, deduplicated
+   there, so only the events we missed (lost callbacks) change anything, with their own
+   strategy attribution and prices;
+3. waits for the pipeline to book them, then diffs net quantities per (account, symbol);
+4. confirms mismatches (`MismatchTracker`) and submits correcting events for them;
+5. HALTs when it ran past the deadline, or when a runtime correction exceeds the
+   configured quantity threshold (an unexplained position change: a human should look).
+Invariants: never writes the store (corrections go through the pipeline); a failed or
+late check halts instead of guessing; results are logged with accounts and symbols.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+
+from execstate.config import ReconcileSettings
+from execstate.domain.events import CORRECTION_STATE, Correction
+from execstate.domain.payloads import state_name, to_plain
+from execstate.domain.reports import BrokerPosition, BrokerSnapshot
+from execstate.reconcile.diff import Discrepancy, book_quantities, diff
+from execstate.reconcile.halt import HaltState
+from execstate.reconcile.policy import MismatchTracker, corrections_for
+from execstate.telemetry.logging import get_logger
+
+log = get_logger("execstate.reconcile")
+
+Fetch = Callable[[list[str], float], tuple[BrokerSnapshot, list[tuple[Any, Any]]]]
+
+
+class ReconcileResult(msgspec.Struct):
+    reason: str
+    accounts: tuple[str, ...]
+    started_ns: int
+    duration_ms: float
+    records_resubmitted: int = 0
+    recovered_fills: int = 0
+    discrepancies: list[Discrepancy] = msgspec.field(default_factory=list)
+    pending: list[Discrepancy] = msgspec.field(default_factory=list)
+    corrections: list[Correction] = msgspec.field(default_factory=list)
+    error: str = ""
+    halted: bool = False
+
+    @property
+    def clean(self) -> bool:
+        return not self.error and not self.discrepancies
+
+
+def attribution_from(snapshot_records: Iterable[Any], positions: Mapping[Any, Any]) -> dict[tuple[str, str], list[tuple[str, int, Decimal]]]:
+    """Who held what in the last snapshot that our books do not hold now, per (account, symbol).
+
+    At the first start of a day the books are empty and the snapshot is the previous close,
+    so an opening position goes back to the strategies that held it.
+    """
+    ours = {(k.account, k.strategy, k.symbol): s.quantity for k, s in positions.items()}
+    out: dict[tuple[str, str], list[tuple[str, int, Decimal]]] = {}
+    for rec in snapshot_records:
+        missing = rec.quantity - ours.get((rec.account, rec.strategy, rec.symbol), 0)
+        if missing:
+            out.setdefault((rec.account, rec.symbol), []).append((rec.strategy, missing, rec.avg_price))
+    return out
+
+
+class Reconciler:
+    def __init__(
+        self,
+        settings: ReconcileSettings,
+        accounts: list[str],
+        fetch: Fetch,
+        view: Callable[[], Any],
+        submit: Callable[[str, dict], None],
+        in_flight: Callable[[], set[tuple[str, str]]],
+        fills_booked: Callable[[], int],
+        halt: HaltState,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.accounts = accounts
+        self._fetch = fetch
+        self._view = view
+        self._submit = submit
+        self._in_flight = in_flight
+        self._fills_booked = fills_booked
+        self.halt = halt
+        self._clock = clock
+        self.tracker = MismatchTracker(settings.confirmations)
+        self.last: ReconcileResult | None = None
+        self.checks = 0
+
+    def check(self, accounts: Iterable[str] | None = None, symbols: Iterable[str] | None = None, reason: str = "operator", opening: bool = False, attribution: Mapping | None = None) -> ReconcileResult:
+        """Run one reconciliation (see the module docstring). `opening`: the startup check,
+        whose differences are positions carried from before today (not mismatches)."""
+        wanted = [a for a in (accounts or self.accounts) if a in self.accounts] or list(self.accounts)
+        symbol_set = set(symbols) if symbols else None
+        started, t0 = time.time_ns(), self._clock()
+        deadline = t0 + self.settings.deadline_ms / 1000
+        result = ReconcileResult(reason, tuple(wanted), started, 0.0)
+        try:
+            broker, records = self._fetch(wanted, deadline)
+            before = self._fills_booked()
+            for state, payload in records:
+                self._submit(state_name(state), to_plain(payload))
+            result.records_resubmitted = len(records)
+            in_flight = self._in_flight()  # a barrier: everything resubmitted is booked
+            result.recovered_fills = self._fills_booked() - before
+            positions = self._view().positions
+            found = diff(book_quantities(positions), broker.quantities(), wanted, symbol_set)
+            checked = [k for k in {*book_quantities(positions), *broker.quantities()} if k[0] in wanted and (symbol_set is None or k[1] in symbol_set)]
+            confirmed = found if opening else self.tracker.observe(found, in_flight, checked)
+            result.discrepancies = found
+            result.pending = [d for d in found if d not in confirmed]
+            result.corrections = self._correct(confirmed, broker, positions, reason, attribution if opening else None)
+            if result.corrections:
+                self._in_flight()  # barrier: corrections booked before we report
+        except Exception as exc:
+            result.error = f"{type(exc).__name__}: {exc}"[:500]
+        result.duration_ms = (self._clock() - t0) * 1000
+        self._judge(result, opening)
+        self.last = result
+        self.checks += 1
+        return result
+
+    def _correct(self, confirmed: list[Discrepancy], broker: BrokerSnapshot, positions: Mapping[Any, Any], reason: str, attribution: Mapping | None) -> list[Correction]:
+        if not confirmed:
+            return []
+        reports: dict[tuple[str, str], BrokerPosition] = {(p.account, p.symbol): p for p in broker.positions}
+        costs: dict[tuple[str, str], list] = {}
+        for key, state in positions.items():
+            acc = costs.setdefault((key.account, key.symbol), [0, Decimal(0)])
+            acc[0] += state.quantity
+            acc[1] += state.cost
+        our_avg = {k: (c / q) for k, (q, c) in costs.items() if q}
+        corrections = corrections_for(confirmed, reports, our_avg, reason, time.time_ns(), attribution)
+        for c in corrections:
+            self._submit(CORRECTION_STATE, msgspec.to_builtins(c))
+        return corrections
+
+    def _judge(self, result: ReconcileResult, opening: bool) -> None:
+        s = self.settings
+        if result.error:
+            result.halted = self.halt.enter(f"reconcile ({result.reason}) failed: {result.error}") or self.halt.is_halted
+        elif result.duration_ms > s.deadline_ms:
+            result.halted = self.halt.enter(f"reconcile ({result.reason}) took {result.duration_ms:.0f} ms > deadline {s.deadline_ms} ms") or self.halt.is_halted
+        elif not opening and any(abs(c.quantity) > s.max_quantity_mismatch for c in result.corrections):
+            worst = max(result.corrections, key=lambda c: abs(c.quantity))
+            result.halted = self.halt.enter(f"unexplained position change: {worst.account} {worst.symbol} corrected by {worst.quantity}") or self.halt.is_halted
+        elif result.clean and self.halt.is_halted and not result.pending:
+            self.halt.clear("clean reconcile")
+        log.info(
+            "reconcile", reason=result.reason, accounts=list(result.accounts), duration_ms=round(result.duration_ms, 1),
+            resubmitted=result.records_resubmitted, recovered_fills=result.recovered_fills,
+            mismatches=[(d.account, d.symbol, d.ours, d.broker) for d in result.discrepancies],
+            corrections=[(c.account, c.strategy, c.symbol, c.quantity, c.reason) for c in result.corrections],
+            error=result.error, halted=self.halt.is_halted,
+        )
