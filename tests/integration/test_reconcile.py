@@ -102,3 +102,116 @@ def test_lost_deal_callbacks_are_recovered_from_broker_records_without_correctio
         assert by_key(rig) == truth
     finally:
         rig.close()
+
+
+def _phantom_deal(rig, code="2890", qty=1, exchange_seq="999999"):
+    """A deal the broker never made (a corrupted or foreign event) lands in our books."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
+    from payloads import stock_deal
+
+    rig.pipeline.submit("SDEAL", stock_deal(event_id="phantom-" + exchange_seq, trade_id="deadbeef", exchange_seq=exchange_seq,
+                                            code=code, quantity=qty, custom_field="MOMO", ts=time.time()))
+    rig.pipeline.on_worker(lambda: None)
+
+
+def _working_order(rig, code="2890"):
+    from payloads import stock_order
+
+    rig.pipeline.submit("SORDER", stock_order(event_id="working-1", order_id="0badf00d", code=code, quantity=5, custom_field="MOMO", exchange_ts=time.time()))
+    rig.pipeline.on_worker(lambda: None)
+
+
+def _corrupt_books(rig, account, symbol, quantity):
+    """Our books drift from the broker with no order involved (e.g. a bad correction)."""
+    from execstate.domain.events import CORRECTION_STATE
+    from execstate.domain.instruments import symbol_parts
+
+    kind, code, _, cond = symbol_parts(symbol)
+    rig.pipeline.submit(CORRECTION_STATE, {"correction_id": f"C:test:{symbol}", "account": account, "strategy": "momo", "symbol": symbol,
+                                           "security_type": kind, "code": code, "order_cond": cond, "quantity": quantity,
+                                           "price": "1", "reason": "test corruption", "ts_ns": time.time_ns()})
+    rig.pipeline.on_worker(lambda: None)
+
+
+def test_mismatch_without_orders_in_flight_is_corrected_at_once_and_halts():
+    rig = Rig(seed=3)
+    try:
+        startup(rig)
+        rig.play()
+        assert rig.books() == rig.broker()
+        in_flight = rig.pipeline.on_worker(rig.pipeline.normalizer.orders.in_flight)
+        account, symbol = next(k for k in sorted(rig.broker()) if k not in in_flight)
+        _corrupt_books(rig, account, symbol, 1000)
+        result = rig.reconciler.check(reason="poll")
+        assert [(c.symbol, c.quantity, c.strategy) for c in result.corrections] == [(symbol, -1000, "unassigned")]
+        assert rig.books() == rig.broker()
+        assert rig.halt.is_halted and symbol in rig.halt.status().reason  # an unexplained change stops trading
+        clean = rig.reconciler.check(reason="poll")
+        assert clean.clean and not rig.halt.is_halted  # a clean reconcile clears HALT
+    finally:
+        rig.close()
+
+
+def test_mismatch_with_order_in_flight_is_corrected_only_when_confirmed():
+    rig = Rig(seed=3)
+    try:
+        startup(rig)
+        rig.play()
+        _working_order(rig)
+        _phantom_deal(rig, exchange_seq="888888")
+        first = rig.reconciler.check(reason="poll")
+        assert first.corrections == [] and [d.symbol for d in first.pending] == ["2890"]
+        assert rig.books() != rig.broker()  # a fill may still be in the pipe: not corrected yet
+        second = rig.reconciler.check(reason="poll")
+        assert [(c.symbol, c.quantity) for c in second.corrections] == [("2890", -1000)]
+        assert rig.books() == rig.broker()
+    finally:
+        rig.close()
+
+
+def test_mismatch_that_resolves_before_confirmation_is_never_corrected():
+    rig = Rig(seed=3)
+    try:
+        startup(rig)
+        rig.play()
+        _working_order(rig)
+        _phantom_deal(rig, exchange_seq="777777")
+        assert rig.reconciler.check(reason="poll").pending
+        _phantom_deal(rig, qty=1, exchange_seq="777778")  # books move on: the mismatch changed
+        third = rig.reconciler.check(reason="poll")
+        assert third.corrections == [] and third.pending  # changed values restart the count
+    finally:
+        rig.close()
+
+
+def test_recovery_past_the_deadline_halts():
+    class SlowClock:
+        def __init__(self):
+            self.t = 0.0
+
+        def __call__(self):
+            self.t += 11.0  # each reading 11 s later: the check takes 11 s > 10 s deadline
+            return self.t
+
+    rig = Rig(seed=4, clock=SlowClock())
+    try:
+        result = rig.reconciler.check(reason="startup", opening=True)
+        assert result.duration_ms > SETTINGS.reconcile.deadline_ms
+        assert rig.halt.is_halted and "deadline" in rig.halt.status().reason
+    finally:
+        rig.close()
+
+
+def test_broker_failure_during_reconcile_halts_with_the_error():
+    import shioaji as sj
+
+    rig = Rig(seed=5)
+    try:
+        rig.api.broker.fail_next(5, sj.ServerError("StatusCode: 500, Detail: internal"))
+        result = rig.reconciler.check(reason="poll")
+        assert "ServerError" in result.error
+        assert rig.halt.is_halted and "failed" in rig.halt.status().reason
+    finally:
+        rig.close()
