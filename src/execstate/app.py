@@ -84,6 +84,7 @@ class Pipeline:
         self._thread: threading.Thread | None = None
         self._batch_max = settings.queue.batch_max
         self.snapshot_path = snapshot_path
+        self.bad_journal_lines = 0
         self.snapshotter = Snapshotter(self.store, settings.snapshot_interval_ms, self._emit_snapshot)
 
     def _emit_snapshot(self, snapshot: PositionSnapshot) -> None:
@@ -240,6 +241,12 @@ class Pipeline:
     def snapshot(self) -> PositionSnapshot:
         return self.store.snapshot(time.time_ns())
 
+    def open_journal(self, path: Path) -> None:
+        """Start journaling to `path` (after a replay of it, so replayed lines are not written twice)."""
+        if self.journal is not None:
+            raise RuntimeError("journal already open")
+        self.journal = JournalWriter(path)
+
 
 def apply_runtime_tuning(settings: Settings) -> None:
     """Process-wide interpreter settings for short latency tails.
@@ -260,22 +267,35 @@ def apply_runtime_tuning(settings: Settings) -> None:
         gc.freeze()
 
 
-def replay_journal(path: Path, settings: Settings, intents: IntentRegistry | None = None, chunk: int = 4096) -> tuple[Pipeline, JournalReader]:
-    """Feed a journal through a fresh pipeline, synchronously. Returns it and the reader."""
-    pipeline = Pipeline(settings, intents=intents)
+def replay_journal_into(pipeline: Pipeline, path: Path, chunk: int = 4096) -> int:
+    """Feed a journal through `pipeline` synchronously (worker not started, journal not open).
+
+    Unreadable lines become dead letters with their line number. Returns the events replayed.
+    """
     reader = JournalReader(path)
     batch: list = []
+    count = 0
     for raw in reader:
         batch.append(raw)
         if len(batch) >= chunk:
             pipeline.process_batch(batch)
+            count += len(batch)
             batch = []
     if batch:
         pipeline.process_batch(batch)
+        count += len(batch)
     for number, reason in reader.bad_lines:
         pipeline.stats.dead_letters += 1
         pipeline._park(DeadLetter(reason=f"journal line {number}: {reason}", state="", ts_recv=0, msg=None))
-    return pipeline, reader
+    pipeline.bad_journal_lines = len(reader.bad_lines)
+    return count
+
+
+def replay_journal(path: Path, settings: Settings, intents: IntentRegistry | None = None) -> Pipeline:
+    """Feed a journal through a fresh pipeline, synchronously, and return the pipeline."""
+    pipeline = Pipeline(settings, intents=intents)
+    replay_journal_into(pipeline, path)
+    return pipeline
 
 
 @dataclass

@@ -1,7 +1,10 @@
-"""Command line: `execstate demo`, `execstate replay FILE [--json]`.
+"""Command line: `demo`, `replay FILE [--json]`, `run`, and the operator commands that talk
+to a running service: `status`, `snapshot [--json]`, `reconcile [--symbol S]`, `halt-clear`.
 
 Entry point: `main()` (console script `execstate`). Thin by design: parse, load settings,
-call into `app`, print. Exit codes: 0 success, 2 bad input (settings, missing file).
+call into `app` / `service` or the control endpoint, print.
+Exit codes: 0 success; 1 the service is HALTed, or a reconcile left differences or failed;
+2 bad input (settings, missing file, missing credentials); 3 the service is not running.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -137,15 +140,170 @@ def replay(
             raise typer.Exit(2)
     configure_logging(json=True, level="critical" if as_json else "error")
     registry = IntentRegistry(dict(settings.strategies.tags), path=intents) if intents else None
-    pipeline, reader = replay_journal(file, settings, intents=registry)
+    pipeline = replay_journal(file, settings, intents=registry)
     snap = pipeline.snapshot()
     if as_json:
         sys.stdout.write(json.dumps(positions_as_dicts(snap), indent=2) + "\n")
         return
     console.print(positions_table(snap, title=f"Positions after replay of {file}"))
-    console.print(counts_table(pipeline.stats, {"bad journal lines": len(reader.bad_lines)}))
+    console.print(counts_table(pipeline.stats, {"bad journal lines": pipeline.bad_journal_lines}))
     for dead in list(pipeline.dead_letters)[:20]:
         console.print(f"[yellow]dead letter[/]: {dead.reason}")
+
+
+EXIT_ATTENTION, EXIT_BAD_INPUT, EXIT_NOT_RUNNING = 1, 2, 3
+
+
+def _client(config: Path | None) -> Any:
+    from execstate.control import ControlClient
+
+    return ControlClient(Path(_settings(config).state_dir))
+
+
+def _request(config: Path | None, command: str, **args: Any) -> Any:
+    from execstate.control import ControlError, ServiceNotRunning
+
+    try:
+        return _client(config).request(command, **args)
+    except ServiceNotRunning as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_NOT_RUNNING) from None
+    except ControlError as exc:
+        typer.echo(f"error: {exc.code}: {exc}", err=True)
+        raise typer.Exit(EXIT_ATTENTION) from None
+
+
+@app.command()
+def run(
+    config: ConfigOpt = None,
+    broker: Annotated[str, typer.Option(help="sim (simulated Shioaji, the default) or shioaji (credentials from SJ_API_KEY / SJ_SECRET_KEY)")] = "sim",
+    seed: Annotated[int, typer.Option(help="sim: session seed")] = 1,
+    orders: Annotated[int, typer.Option(help="sim: orders in the simulated day")] = 600,
+    pace: Annotated[float, typer.Option(help="sim: events per second delivered")] = 50.0,
+) -> None:
+    """Run the service until SIGINT or SIGTERM: bridge, pipeline, reconciliation, control endpoint."""
+    import os
+    import signal
+    import threading
+
+    from execstate.service import CredentialsMissing, Service, connect_shioaji, simulated_session
+
+    settings = _settings(config)
+    if broker not in ("sim", "shioaji"):
+        typer.echo(f"error: --broker={broker!r}: expected sim or shioaji", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT)
+    configure_logging(level="info")
+    session = None
+    try:
+        if broker == "sim":
+            api, accounts, session, resume_at = simulated_session(settings, seed, orders)
+        else:
+            api, accounts = connect_shioaji(os.environ)
+    except CredentialsMissing as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    service = Service(settings, api, accounts, day=session.config.trade_date.isoformat() if session else None)
+    if session is not None:  # what the order adapter registers when strategies place orders
+        for intent in session.intents:
+            if service.intents.get(intent.order_id) is None:
+                service.intents.register(intent.order_id, intent.strategy_id, intent.symbol, intent.custom_field)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    service.start()
+    if session is not None:
+        service.playback = api.play(pace_per_s=pace or None, wait=False, start=resume_at)
+    halt = service.halt.status()
+    typer.echo(f"execstate running: broker {broker}, day {service.day}, accounts {', '.join(service.accounts)}; "
+               f"control socket {service.control.socket_path}; {'HALTED: ' + halt.reason if halt.halted else 'not halted'}", err=True)
+    stop.wait()
+    service.stop()
+    typer.echo("execstate stopped: queue drained, last snapshot written", err=True)
+
+
+@app.command()
+def status(config: ConfigOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Connection, last callback and gap, queue depth, outstanding orders, counts, HALT state."""
+    result = _request(config, "status")
+    if as_json:
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+    else:
+        table = Table(title="execstate status")
+        table.add_column("item")
+        table.add_column("value")
+        halt = result["halt"]
+        rows = [
+            ("connection", result["connection"]),
+            ("last callback gap", "no callback yet" if result["callback_gap_s"] is None else f"{result['callback_gap_s']:.3f} s"),
+            ("queue depth", f"{result['queue_depth']:,}"),
+            ("outstanding orders", f"{result['outstanding_orders']:,}"),
+            ("HALT", f"HALTED: {halt['reason']}" if halt["halted"] else "no"),
+            ("uptime", f"{result['uptime_s']:,.0f} s"),
+            ("journal", result["journal"]),
+        ]
+        rows += [(name, f"{value:,}") for name, value in result["counts"].items()]
+        last = result.get("last_reconcile")
+        if last:
+            rows.append(("last reconcile", f"{last['reason']}: {len(last['discrepancies'])} differences, {len(last['corrections'])} corrections, {last['duration_ms']} ms{', error ' + last['error'] if last['error'] else ''}"))
+        for name, value in rows:
+            table.add_row(name, str(value))
+        console.print(table)
+    if result["halt"]["halted"]:
+        raise typer.Exit(EXIT_ATTENTION)
+
+
+@app.command()
+def snapshot(config: ConfigOpt = None, as_json: Annotated[bool, typer.Option("--json", help="the same JSON shape as replay --json")] = False) -> None:
+    """Current positions of the running service."""
+    result = _request(config, "snapshot")
+    if as_json:
+        sys.stdout.write(json.dumps(result["positions"], indent=2) + "\n")
+        return
+    table = Table(title=f"Positions (store seq {result['seq']})")
+    for name in ("account", "strategy", "symbol", "quantity", "avg price", "realized", "unrealized", "fees", "taxes"):
+        table.add_column(name, justify="left" if name in ("account", "strategy", "symbol") else "right")
+    for p in result["positions"]:
+        unrealized = result["unrealized"].get(f"{p['account']}|{p['strategy']}|{p['symbol']}", "0")
+        table.add_row(p["account"], p["strategy"], p["symbol"], p["quantity"], p["avg_price"], p["realized_pnl"], unrealized, p["fees"], p["taxes"])
+    console.print(table)
+
+
+@app.command()
+def reconcile(
+    config: ConfigOpt = None,
+    symbol: Annotated[Optional[list[str]], typer.Option("--symbol", help="only these symbols (repeatable)")] = None,
+    account: Annotated[Optional[list[str]], typer.Option("--account", help="only these accounts (repeatable)")] = None,
+) -> None:
+    """Force a broker refresh now; print the differences found and the corrections made."""
+    r = _request(config, "reconcile", symbols=symbol or [], accounts=account or [])
+    console.print(f"reconcile of {', '.join(r['accounts'])}: {r['records_resubmitted']} broker records resubmitted, "
+                  f"{r['recovered_fills']} missed fills recovered, {r['duration_ms']} ms")
+    if r["discrepancies"]:
+        table = Table(title="Differences found (net quantity per account and symbol)")
+        for name in ("account", "symbol", "ours", "broker"):
+            table.add_column(name)
+        for d in r["discrepancies"]:
+            table.add_row(d["account"], d["symbol"], f"{d['ours']:,}", f"{d['broker']:,}")
+        console.print(table)
+    for c in r["corrections"]:
+        console.print(f"corrected {c['account']} {c['symbol']}: {c['quantity']:+,} to {c['strategy']} at {c['price']} ({c['reason']})")
+    for d in r["pending"]:
+        console.print(f"not corrected yet (an order is in flight; needs a second look): {d['account']} {d['symbol']} ours {d['ours']:,} broker {d['broker']:,}")
+    if r["error"]:
+        console.print(f"[red]error[/]: {r['error']}")
+    if r["halted"]:
+        console.print("[red]the service is HALTED[/]")
+    if not r["discrepancies"] and not r["error"]:
+        console.print("books match the broker")
+    if r["error"] or r["pending"] or r["halted"]:
+        raise typer.Exit(EXIT_ATTENTION)
+
+
+@app.command("halt-clear")
+def halt_clear(config: ConfigOpt = None) -> None:
+    """Leave HALT (operator decision)."""
+    result = _request(config, "halt-clear")
+    console.print("HALT cleared" if result["cleared"] else "the service was not halted")
 
 
 def main() -> None:

@@ -49,6 +49,7 @@ class ReconcileSettings(_Model):
     callback_gap_threshold_ms: PositiveMs = 1000
     deadline_ms: PositiveMs = 10_000
     confirmations: Annotated[int, Field(ge=1, le=10, strict=True)] = 2
+    recent_fill_window_ms: PositiveMs = 5000  # a symbol with a fill this recent counts as in flight
     max_quantity_mismatch: Annotated[int, Field(ge=0, strict=True)] = 0
     max_pnl_mismatch_twd: Money = Decimal("100")
     poll_interval_ms: PositiveMs = 5000

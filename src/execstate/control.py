@@ -10,6 +10,7 @@ JSON line each way (msgspec; `Decimal` travels as a string):
     -> {"token": "...", "command": "status", "args": {...}}
     <- {"ok": true, "result": ...}
     <- {"ok": false, "error": "one-line message", "code": "unauthorized" | "bad_request" | "unknown_command" | "failed"}
+The client adds its own codes: "not_running", "timeout", "protocol" (and "unauthorized" for an unreadable token).
 
 Invariants:
 - Local only by construction (no network socket). The socket file is 0600 and a directory we
@@ -93,7 +94,7 @@ def _socket_path(state_dir: Path) -> Path:
     path = Path(state_dir) / SOCKET_NAME
     size = len(os.fsencode(path))
     if size > MAX_SOCKET_PATH_BYTES:
-        raise ControlStartError(f"control socket path is too long ({size} bytes, limit {MAX_SOCKET_PATH_BYTES}): {path}; use a shorter state_dir")
+        raise ControlStartError(f"control socket path too long ({size} bytes > {MAX_SOCKET_PATH_BYTES}): {path}; use a shorter state_dir")
     return path
 
 
@@ -152,7 +153,7 @@ class ControlServer:
         except BaseException:
             self._cleanup()
             raise
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="execstate-control", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,), name="execstate-control", daemon=True)
         self._thread.start()
         log.info("control_started", socket=str(self.socket_path), commands=sorted(self.handlers))
         return self
@@ -364,7 +365,8 @@ class ControlClient:
         except FileNotFoundError:
             raise ServiceNotRunning(f"execstate is not running (no control token at {self.token_path})") from None
         except (PermissionError, UnicodeDecodeError) as exc:
-            raise ControlError("unauthorized", f"cannot read control token {self.token_path}: {exc.__class__.__name__}; run as the user that started execstate") from None
+            reason = f"{type(exc).__name__}; run as the user that started execstate"
+            raise ControlError("unauthorized", f"cannot read control token {self.token_path}: {reason}") from None
 
     def _read_reply(self, conn: socket.socket, command: str, deadline: float) -> Any:
         chunks: list[bytes] = []

@@ -25,7 +25,7 @@ SETTINGS = parse_settings({
 class Rig:
     """A service in miniature: simulated Shioaji -> bridge -> pipeline, plus a reconciler."""
 
-    def __init__(self, seed=1, n_orders=120, clock=time.monotonic, **sim):
+    def __init__(self, seed=1, n_orders=120, clock=time.monotonic, recent_ns=5_000_000_000, **sim):
         self.session = generate_session(SimConfig(seed=seed, n_orders=n_orders, **sim))
         self.api = SimShioaji(self.session)
         self.accounts = {account_key(a): a for a in self.api.login("k", "s")}
@@ -40,7 +40,7 @@ class Rig:
         self.reconciler = Reconciler(
             SETTINGS.reconcile, list(self.accounts), lambda keys, deadline: self.fetch(keys, deadline),
             self.pipeline.store.view, self.pipeline.submit,
-            lambda: self.pipeline.on_worker(self.pipeline.normalizer.orders.in_flight),
+            lambda: self.pipeline.on_worker(lambda: self.pipeline.normalizer.in_flight(time.time_ns(), recent_ns)),
             lambda: self.pipeline.stats.fills, self.halt, clock,
         )
         self.pipeline.start()
@@ -136,7 +136,7 @@ def _corrupt_books(rig, account, symbol, quantity):
 
 
 def test_mismatch_without_orders_in_flight_is_corrected_at_once_and_halts():
-    rig = Rig(seed=3)
+    rig = Rig(seed=3, recent_ns=1)  # only working orders count as in flight here
     try:
         startup(rig)
         rig.play()
@@ -213,5 +213,21 @@ def test_broker_failure_during_reconcile_halts_with_the_error():
         result = rig.reconciler.check(reason="poll")
         assert "ServerError" in result.error
         assert rig.halt.is_halted and "failed" in rig.halt.status().reason
+    finally:
+        rig.close()
+
+
+def test_symbol_that_just_traded_counts_as_in_flight():
+    rig = Rig(seed=3)  # recent fills (5 s) count as in flight
+    try:
+        startup(rig)
+        rig.play()
+        in_orders = rig.pipeline.on_worker(rig.pipeline.normalizer.orders.in_flight)
+        account, symbol = next(k for k in sorted(rig.broker()) if k not in in_orders)
+        _corrupt_books(rig, account, symbol, 1000)
+        first = rig.reconciler.check(reason="poll")
+        assert first.corrections == [] and [(d.account, d.symbol) for d in first.pending] == [(account, symbol)]
+        second = rig.reconciler.check(reason="poll")
+        assert [(c.symbol, c.quantity) for c in second.corrections] == [(symbol, -1000)]
     finally:
         rig.close()

@@ -92,8 +92,8 @@ def test_journal_replay_gives_the_same_books(tmp_path):
     live.journal.close()
     from execstate.app import replay_journal
 
-    replayed, reader = replay_journal(tmp_path / "j.jsonl", SETTINGS)
-    assert reader.bad_lines == []
+    replayed = replay_journal(tmp_path / "j.jsonl", SETTINGS)
+    assert replayed.bad_journal_lines == 0
     assert positions_as_dicts(replayed.snapshot()) == positions_as_dicts(live.snapshot())
 
 

@@ -53,6 +53,7 @@ class Normalizer:
         self.stats = stats
         self.orders = OrderBook()
         self.seen = SeenKeys(dedupe_capacity)
+        self.last_fill_ns: dict[tuple[str, str], int] = {}  # (account, symbol) -> receive time of its last fill
 
     def normalize(self, raw: RawExecEvent | tuple) -> OrderEvent | FillEvent | DeadLetter | None:
         ts_recv, state, msg = raw
@@ -103,6 +104,7 @@ class Normalizer:
         outcome = self.orders.fill(rec, d.quantity, d.ts_event)
         stats = self.stats
         stats.fills += 1
+        self.last_fill_ns[(d.account, inst.symbol)] = ts_recv
         if outcome.notable:
             self._note_fill(outcome, d, inst.symbol)
         return FillEvent(  # positional (field order of FillEvent): keywords cost ~4x here
@@ -110,6 +112,12 @@ class Normalizer:
             strategy, inst.symbol, d.code, inst.kind.value, d.side, d.price, d.quantity, inst.multiplier, inst.is_etf,
             d.order_cond, d.order_lot, d.market_type, d.custom_field, d.ts_event, ts_recv,
         )
+
+    def in_flight(self, now_ns: int, recent_ns: int) -> set[tuple[str, str]]:
+        """(account, symbol) pairs that may still have fills in the pipe: an order working on
+        them, or a fill booked within `recent_ns`. Call on the worker thread."""
+        recent = {key for key, ts in self.last_fill_ns.items() if now_ns - ts < recent_ns}
+        return self.orders.in_flight() | recent
 
     def _note_fill(self, outcome: Any, d: Any, symbol: str) -> None:
         stats = self.stats

@@ -3,10 +3,13 @@
 Entry points: `account_key(account)`, `make_fetch(run_calls, accounts) -> fetch(keys, deadline)`,
 `direct_calls(client)`.
 
-Per account a check makes two calls, in parallel where the runner allows:
-`list_positions(account, unit=Unit.Share)` (portfolio budget: 25 per 5 s; shares, because
-`Unit.Common` drops odd shares) and `order_deal_records(account)` (the day's order and deal
-reports, for recovering missed callbacks). Invariant: nothing here calls the broker except
+Per account a check makes two calls: `list_positions(account, unit=Unit.Share)` (portfolio
+budget: 25 per 5 s; shares, because `Unit.Common` drops odd shares), then
+`order_deal_records(account)` (the day's order and deal reports, for recovering missed
+callbacks). Positions go first, for all accounts in parallel, and records second: so the
+records cover every deal the positions include, and a deal between the two queries makes
+us ahead of the positions on a symbol that just traded (which the reconciler treats as in
+flight), never behind them. Invariant: nothing here calls the broker except
 through `run_calls`, which in the service is the rate-limited gateway.
 """
 
@@ -42,19 +45,18 @@ def make_fetch(run_calls: RunCalls, accounts: Mapping[str, Any]) -> Callable[[li
     """A `fetch(account_keys, deadline)` for the `Reconciler`."""
 
     def fetch(keys: list[str], deadline: float) -> tuple[BrokerSnapshot, list]:
-        calls: list[Call] = []
-        for key in keys:
-            account = accounts[key]
-            unit = {"unit": sj.Unit.Share} if _is_stock(account) else {}
-            calls.append(("order", "order_deal_records", (account,), {}))
-            calls.append(("portfolio", "list_positions", (account,), unit))
-        results = run_calls(calls, deadline)
+        position_calls: list[Call] = [
+            ("portfolio", "list_positions", (accounts[key],), {"unit": sj.Unit.Share} if _is_stock(accounts[key]) else {}) for key in keys
+        ]
+        position_results = run_calls(position_calls, deadline)
+        taken = time.time_ns()
+        record_results = run_calls([("order", "order_deal_records", (accounts[key],), {}) for key in keys], deadline)
         records: list = []
         positions = []
-        for i, key in enumerate(keys):
-            records.extend(results[2 * i] or [])
+        for key, reported, recs in zip(keys, position_results, record_results):
             convert = stock_position_report if _is_stock(accounts[key]) else future_position_report
-            positions.extend(convert(key, p) for p in results[2 * i + 1] or [])
-        return BrokerSnapshot(tuple(keys), tuple(positions), time.time_ns()), records
+            positions.extend(convert(key, p) for p in reported or [])
+            records.extend(recs or [])
+        return BrokerSnapshot(tuple(keys), tuple(positions), taken), records
 
     return fetch

@@ -1,11 +1,10 @@
 """Broker query gateway: every Shioaji query under the server's rate limits, with retries and bans.
 
-Entry points: `BrokerGateway(client, settings, ...)` with `call(group, method, *args,
-deadline=None, **kwargs)`, the query methods (`list_positions`, `list_profit_loss`,
-`list_profit_loss_detail`, `list_settlements`, `update_status`, `order_deal_records`,
-`list_trades`), `map(calls)`, `stats()`, `close()`; `SlidingWindowLimiter`, `BrokerCall`,
-`GatewayStats`, `is_ban_error`, `BrokerQueryError`, `DeadlineExceeded`; groups `PORTFOLIO`,
-`ORDER`, `FREE` and `METHOD_GROUPS`.
+Entry points: `BrokerGateway(client, settings, ...)` with `call(group, method, *args, deadline=None, **kwargs)`,
+the query methods (`list_positions`, `list_profit_loss`, `list_profit_loss_detail`, `list_settlements`,
+`update_status`, `order_deal_records`, `list_trades`), `map(calls)`, `stats()`, `close()`;
+`SlidingWindowLimiter`, `BrokerCall`, `GatewayStats`, `is_ban_error`, `BrokerQueryError`,
+`DeadlineExceeded`; groups `PORTFOLIO`, `ORDER`, `FREE` and `METHOD_GROUPS`.
 
 Invariants:
 - Per group (portfolio 25 per 5 s, order 250 per 10 s, from `RateLimitSettings`) no interval of
@@ -42,12 +41,10 @@ from execstate.telemetry.logging import get_logger
 log = get_logger("execstate.reconcile.gateway")
 
 PORTFOLIO, ORDER, FREE = "portfolio", "order", "free"
-METHOD_GROUPS: Mapping[str, str] = MappingProxyType({
-    **dict.fromkeys(("list_positions", "list_profit_loss", "list_profit_loss_detail", "list_settlements",
-                     "settlements", "account_balance", "margin", "list_position_detail",
-                     "list_profit_loss_summary", "trading_limits"), PORTFOLIO),
-    **dict.fromkeys(("update_status", "order_deal_records"), ORDER),
-    "list_trades": FREE})
+METHOD_GROUPS: Mapping[str, str] = MappingProxyType({  # [I] every portfolio query shares the 25 / 5 s bucket
+    **dict.fromkeys(("list_positions", "list_profit_loss", "list_profit_loss_detail", "list_settlements", "settlements", "account_balance",
+                     "margin", "list_position_detail", "list_profit_loss_summary", "trading_limits"), PORTFOLIO),
+    **dict.fromkeys(("update_status", "order_deal_records"), ORDER), "list_trades": FREE})
 BAN_TEXT = "操作異常"
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (sj.ShioajiError, TimeoutError, ConnectionError)
 # caller mistakes: the same call fails the same way, so retrying only burns budget
@@ -57,10 +54,10 @@ PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
 
 
 def _describe(exc: BaseException | None) -> str:
+    """Error class and message (truncated); never call arguments."""
     if exc is None:
         return "none"
-    text = str(exc)
-    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
+    return f"{type(exc).__name__}: {str(exc)[:200]}" if str(exc) else type(exc).__name__
 
 
 class BrokerQueryError(Exception):
@@ -85,10 +82,8 @@ class DeadlineExceeded(BrokerQueryError):
 
 def is_ban_error(exc: BaseException) -> bool:
     """True for the broker's over-limit reply: 503 `sj.ServerError` or the 操作異常 message."""
-    if BAN_TEXT in str(exc):
-        return True
-    return isinstance(exc, sj.ServerError) and (
-        getattr(exc, "status_code", None) == 503 or "StatusCode: 503" in str(exc))
+    text = str(exc)
+    return BAN_TEXT in text or (isinstance(exc, sj.ServerError) and (getattr(exc, "status_code", None) == 503 or "StatusCode: 503" in text))
 
 
 class Slot:
@@ -102,11 +97,15 @@ class Slot:
 
     def release(self) -> None:
         """The call returned: the slot now expires a window after this moment."""
-        self._limiter._release(self)
+        with self._limiter._cond:
+            self.end = self._limiter._clock() if self.end is None else self.end
+            self._limiter._cond.notify_all()
 
     def cancel(self) -> None:
         """The call was never made: give the slot back."""
-        self._limiter._cancel(self)
+        with self._limiter._cond:
+            self._limiter._slots = [s for s in self._limiter._slots if s is not self]
+            self._limiter._cond.notify_all()
 
 
 class SlidingWindowLimiter:
@@ -168,18 +167,6 @@ class SlidingWindowLimiter:
             cutoff = self._clock() - self._span
             return sum(1 for s in self._slots if s.end is None or s.end > cutoff)
 
-    def _release(self, slot: Slot) -> None:
-        with self._cond:
-            if slot.end is None:
-                slot.end = self._clock()
-            self._cond.notify_all()
-
-    def _cancel(self, slot: Slot) -> None:
-        with self._cond:
-            if slot in self._slots:
-                self._slots.remove(slot)
-            self._cond.notify_all()
-
 
 class BrokerCall(NamedTuple):
     """One query for `BrokerGateway.map`; `group` defaults to `METHOD_GROUPS[method]`."""
@@ -192,9 +179,9 @@ class BrokerCall(NamedTuple):
 
 @dataclass(frozen=True)
 class GatewayStats:
-    """Telemetry snapshot. `calls`: broker calls made per group (retries included); `retries`,
-    `errors` (failed calls), `bans` (ban replies seen); seconds waited for budget, bans, backoff;
-    `in_window`: calls counting against each group's current window."""
+    """Telemetry snapshot of plain copies (msgspec-encodable). `calls`: broker calls per group, retries
+    included; `retries`; `errors` (failed calls); `bans` (ban replies seen); seconds waited for budget,
+    bans and backoff (summed over threads); `in_window`: calls counting against each current window."""
 
     calls: Mapping[str, int]
     retries: int
@@ -204,6 +191,7 @@ class GatewayStats:
     ban_wait_s: float
     backoff_s: float
     in_window: Mapping[str, int]
+    ban_until: float | None  # clock time the last ban seen is assumed to end (None: never banned)
 
 
 def _given(**kwargs: Any) -> dict[str, Any]:
@@ -214,17 +202,15 @@ def _given(**kwargs: Any) -> dict[str, Any]:
 class BrokerGateway:
     """The one way to query the broker; see the module docstring. Safe to share between threads."""
 
-    def __init__(self, client: Any, settings: RateLimitSettings | None = None, *,
-                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
-                 max_workers: int = 4, rng: random.Random | None = None, max_attempts: int = 5,
-                 margin_s: float = 0.05, ban_s: float = 60.0, ban_jitter_s: float = 2.0) -> None:
+    def __init__(self, client: Any, settings: RateLimitSettings | None = None, *, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep, max_workers: int = 4, rng: random.Random | None = None,
+                 max_attempts: int = 5, margin_s: float = 0.05, ban_s: float = 60.0, ban_jitter_s: float = 2.0) -> None:
         s = settings or RateLimitSettings()
         if max_attempts < 1:
             raise ValueError(f"max_attempts={max_attempts!r}: expected >= 1")
         self._client, self._clock, self._sleep = client, clock, sleep
         self._limiters = {
-            PORTFOLIO: SlidingWindowLimiter(s.portfolio_queries_per_window, s.portfolio_window_ms / 1000,
-                                            clock, sleep, margin_s),
+            PORTFOLIO: SlidingWindowLimiter(s.portfolio_queries_per_window, s.portfolio_window_ms / 1000, clock, sleep, margin_s),
             ORDER: SlidingWindowLimiter(s.order_calls_per_window, s.order_window_ms / 1000, clock, sleep, margin_s)}
         self._backoff_initial_s, self._backoff_max_s = s.backoff_initial_ms / 1000, s.backoff_max_ms / 1000
         self.max_attempts, self.max_workers = max_attempts, max_workers
@@ -278,6 +264,7 @@ class BrokerGateway:
             slot.cancel()
 
     def _wait_ban(self, method: str, attempts: int, last: BaseException | None, deadline: float | None) -> None:
+        """Sleep until the last ban seen is over (all threads share it)."""
         while True:
             with self._lock:
                 until, now = self._ban_until, self._clock()
@@ -301,8 +288,7 @@ class BrokerGateway:
             ban_until = self._ban_until
         error = _describe(exc)
         if ban:
-            log.warning("broker_ban", method=method, group=group, attempt=attempts, error=error,
-                        ban_until=round(ban_until, 3))
+            log.warning("broker_ban", method=method, group=group, attempt=attempts, error=error, ban_until=round(ban_until, 3))
         if isinstance(exc, PERMANENT_ERRORS) and not ban:
             raise BrokerQueryError(method, attempts, exc, "not retryable") from exc
         if attempts >= self.max_attempts:
@@ -315,8 +301,7 @@ class BrokerGateway:
                 delay = self._rng.uniform(0, cap)
             if deadline is not None and now + delay > deadline:
                 raise DeadlineExceeded(method, attempts, exc, deadline, now + delay, "retry backoff") from exc
-            log.info("broker_query_retry", method=method, group=group, attempt=attempts, error=error,
-                     backoff_s=round(delay, 3))
+            log.info("broker_query_retry", method=method, group=group, attempt=attempts, error=error, backoff_s=round(delay, 3))
         with self._lock:
             self._retries += 1
             self._backoff_s += delay
@@ -324,8 +309,7 @@ class BrokerGateway:
             self._sleep(delay)
 
     # -- parallel ---------------------------------------------------------------------------------
-    def map(self, calls: Iterable[BrokerCall | tuple], *, deadline: float | None = None,
-            return_exceptions: bool = False) -> list[Any]:
+    def map(self, calls: Iterable[BrokerCall | tuple], *, deadline: float | None = None, return_exceptions: bool = False) -> list[Any]:
         """Run independent calls on the thread pool (same shared budgets); results in input order.
 
         A failed call raises its error (the first in input order) after the running calls end and
@@ -338,31 +322,26 @@ class BrokerGateway:
                 raise ValueError(f"method={c.method!r}: unknown rate group; pass BrokerCall(group=...)")
         if not batch:
             return []
-        pool = self._executor()
-        futures = [pool.submit(self.call, c.group or METHOD_GROUPS[c.method], c.method, *c.args,
-                               deadline=deadline, **c.kwargs) for c in batch]
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="broker-gateway")
+            pool = self._pool
+        futures = [pool.submit(self.call, c.group or METHOD_GROUPS[c.method], c.method, *c.args, deadline=deadline, **c.kwargs)
+                   for c in batch]
         out: list[Any] = []
         first: BaseException | None = None
         for i, fut in enumerate(futures):
             try:
                 out.append(fut.result())
-            except CancelledError as exc:
+            except (CancelledError, Exception) as exc:  # noqa: BLE001 - handed back or re-raised below
                 out.append(exc)
-            except Exception as exc:  # noqa: BLE001 - handed back or re-raised below
-                out.append(exc)
-                if first is None and not return_exceptions:
+                if first is None and not return_exceptions and not isinstance(exc, CancelledError):
                     first = exc
                     for later in futures[i + 1:]:
                         later.cancel()
         if first is not None:
             raise first
         return out
-
-    def _executor(self) -> ThreadPoolExecutor:
-        with self._lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="broker-gateway")
-            return self._pool
 
     def close(self) -> None:
         """Stop the worker threads (waits for running calls)."""
@@ -382,14 +361,9 @@ class BrokerGateway:
         """Counters so far and current window use."""
         in_window = {g: lim.used() for g, lim in self._limiters.items()}
         with self._lock:
-            return GatewayStats(MappingProxyType(dict(self._calls)), self._retries, self._errors, self._bans,
-                                self._budget_wait_s, self._ban_wait_s, self._backoff_s, MappingProxyType(in_window))
-
-    @property
-    def banned_until(self) -> float | None:
-        """Clock time the last ban seen is assumed to end (None if none seen)."""
-        with self._lock:
-            return None if self._ban_until == float("-inf") else self._ban_until
+            return GatewayStats(dict(self._calls), self._retries, self._errors, self._bans,
+                                self._budget_wait_s, self._ban_wait_s, self._backoff_s, in_window,
+                                None if self._ban_until == float("-inf") else self._ban_until)
 
     # -- queries ----------------------------------------------------------------------------------
     def list_positions(self, account: Any = None, unit: Any = None, *, deadline: float | None = None) -> Any:
@@ -405,8 +379,7 @@ class BrokerGateway:
     def list_profit_loss_detail(self, account: Any = None, detail_id: int = 0, unit: Any = None,
                                 *, deadline: float | None = None) -> Any:
         """Matched lots of one profit-loss row (portfolio budget)."""
-        return self.call(PORTFOLIO, "list_profit_loss_detail", deadline=deadline,
-                         detail_id=detail_id, **_given(account=account, unit=unit))
+        return self.call(PORTFOLIO, "list_profit_loss_detail", deadline=deadline, detail_id=detail_id, **_given(account=account, unit=unit))
 
     def list_settlements(self, account: Any = None, *, deadline: float | None = None) -> Any:
         """Cash settlements (portfolio budget)."""

@@ -1,0 +1,239 @@
+"""The running service: `execstate run`. Composition of bridge, pipeline, reconciliation and
+the control endpoint around one Shioaji session (real or simulated).
+
+Entry points: `Service(settings, api, accounts).start()` / `.stop()`, `connect_shioaji(env)`,
+`simulated_session(settings, seed)`, `load_snapshot(path)`, `HANDLERS` (control commands).
+
+Start-up, in order: replay today's journal (so the books are what they were at the crash);
+open the journal for appending; attach the bridge and start the worker (callbacks during
+start-up are kept, deduplicated later); reconcile with the broker as the day's opening
+(yesterday's positions attributed from the last snapshot on disk); log every difference from
+the last snapshot; start the monitor and the control endpoint. HALT when start-up exceeds the
+deadline. `stop()` (SIGINT/SIGTERM): stop the monitor, drain the queue, write the last
+snapshot, close the journal and the control endpoint.
+Invariants: credentials come from the environment and are never logged or stored; the
+control endpoint is a Unix socket under the state directory with a 0600 token file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from execstate.app import Pipeline, positions_as_dicts, replay_journal_into
+from execstate.bridge.shioaji_adapter import ShioajiBridge
+from execstate.config import Settings
+from execstate.control import ControlServer
+from execstate.domain.events import PositionSnapshot
+from execstate.normalize.intents import IntentRegistry
+from execstate.reconcile.broker import account_key, make_fetch
+from execstate.reconcile.gateway import BrokerCall, BrokerGateway
+from execstate.reconcile.halt import HaltState
+from execstate.reconcile.monitor import Monitor
+from execstate.reconcile.reconciler import ReconcileResult, Reconciler, attribution_from
+from execstate.telemetry.logging import get_logger
+
+log = get_logger("execstate.service")
+_TAIPEI = dt.timezone(dt.timedelta(hours=8))
+
+
+class CredentialsMissing(RuntimeError):
+    pass
+
+
+def connect_shioaji(env: Mapping[str, str]) -> tuple[Any, list[Any]]:
+    """Log in to Shioaji with credentials from the environment; returns (api, accounts).
+
+    SJ_API_KEY and SJ_SECRET_KEY are required; SJ_SIMULATION=1 uses SinoPac's simulation
+    environment. Values are passed to the SDK and nowhere else.
+    """
+    missing = [name for name in ("SJ_API_KEY", "SJ_SECRET_KEY") if not env.get(name)]
+    if missing:
+        raise CredentialsMissing(f"{' and '.join(missing)} not set: export the Shioaji API credentials in the environment")
+    import shioaji as sj  # the constructor connects: only here, never at import
+
+    api = sj.Shioaji(simulation=env.get("SJ_SIMULATION", "") in ("1", "true", "yes"))
+    api.login(env["SJ_API_KEY"], env["SJ_SECRET_KEY"])
+    if env.get("SJ_CA_PATH") and hasattr(api, "activate_ca"):
+        api.activate_ca(ca_path=env["SJ_CA_PATH"], ca_passwd=env.get("SJ_CA_PASSWORD", ""), person_id=env.get("SJ_PERSON_ID", ""))
+    accounts = [a for a in (getattr(api, "stock_account", None), getattr(api, "futopt_account", None)) if a is not None]
+    return api, accounts
+
+
+def simulated_session(settings: Settings, seed: int, orders: int) -> tuple[Any, list[Any], Any, int]:
+    """A simulated Shioaji day (the default broker here): (api, accounts, session, resume index).
+
+    After a restart the simulated day goes on where it stopped: the events already in
+    today's journal are not delivered again, and the broker stands at the last of them.
+    """
+    from execstate.bridge.sim import SimConfig, SimShioaji, generate_session
+
+    session = generate_session(SimConfig(seed=seed, n_orders=orders))
+    api = SimShioaji(session)
+    accounts = api.login("sim", "sim")
+    journal = Path(settings.state_dir) / "journal" / f"{session.config.trade_date.isoformat()}.jsonl"
+    start = resume_point(session.events, journal)
+    api.broker.set_as_of(session.recv_ts_ns[start - 1] / 1e9 if start else 0.0)
+    return api, accounts, session, start
+
+
+def resume_point(events: list[tuple[str, dict]], journal: Path) -> int:
+    """How many of `events` (in delivery order) the journal already holds."""
+    if not journal.exists():
+        return 0
+    from execstate.bridge.journal import JournalReader
+
+    seen = {msgspec.json.encode(raw.msg) for raw in JournalReader(journal)}
+    for i, (_, msg) in enumerate(events):
+        if msgspec.json.encode(msg) not in seen:
+            return i
+    return len(events)
+
+
+def load_snapshot(path: Path) -> PositionSnapshot | None:
+    try:
+        return msgspec.json.decode(path.read_bytes(), type=PositionSnapshot)
+    except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+        if path.exists():
+            log.warning("snapshot_unreadable", path=str(path), error=repr(exc))
+        return None
+
+
+def taipei_day(ts: float | None = None) -> str:
+    return dt.datetime.fromtimestamp(time.time() if ts is None else ts, _TAIPEI).date().isoformat()
+
+
+class Service:
+    def __init__(self, settings: Settings, api: Any, accounts: list[Any], *, day: str | None = None, intents: IntentRegistry | None = None) -> None:
+        self.settings = settings
+        self.api = api
+        self.accounts = {account_key(a): a for a in accounts}
+        state = Path(settings.state_dir)
+        self.day = day or taipei_day()
+        self.journal_path = state / "journal" / f"{self.day}.jsonl"
+        self.snapshot_path = state / "snapshots" / "latest.json"
+        self.intents = intents or IntentRegistry(dict(settings.strategies.tags), path=state / "intents.jsonl")
+        self.pipeline = Pipeline(settings, intents=self.intents, snapshot_path=self.snapshot_path)
+        self.bridge = ShioajiBridge(api, self.pipeline.queue)
+        self.halt = HaltState()
+        self.gateway = BrokerGateway(api, settings.rate_limits)
+        fetch = make_fetch(lambda calls, deadline: self.gateway.map([BrokerCall(m, a, k, g) for g, m, a, k in calls], deadline=deadline), self.accounts)
+        self.reconciler = Reconciler(
+            settings.reconcile, list(self.accounts), fetch, self.pipeline.store.view, self.pipeline.submit,
+            self._in_flight, lambda: self.pipeline.stats.fills, self.halt,
+        )
+        self.monitor = Monitor(
+            self.reconciler, settings.reconcile, self.bridge.heartbeat, lambda: self.pipeline.on_worker(self.pipeline.normalizer.orders.working),
+            self._sequence_gap, self.halt,
+        )
+        self.control = ControlServer(state, self.handlers())
+        self.started_ns = 0
+        self.startup: ReconcileResult | None = None
+        self.replayed = 0
+
+    def _in_flight(self) -> set[tuple[str, str]]:
+        recent_ns = self.settings.reconcile.recent_fill_window_ms * 1_000_000
+        return self.pipeline.on_worker(lambda: self.pipeline.normalizer.in_flight(time.time_ns(), recent_ns))
+
+    def _sequence_gap(self, key: str) -> bool:
+        try:
+            health = self.api.trade_cache_health(self.accounts[key])
+        except Exception:
+            return False
+        state = str(getattr(health.state, "value", health.state))
+        return state == "Degraded" and any(str(getattr(r.reason, "value", r.reason)) == "SequenceGap" for r in health.reasons)
+
+    def start(self) -> Service:
+        t0 = time.monotonic()
+        self.started_ns = time.time_ns()
+        previous = load_snapshot(self.snapshot_path)
+        if self.journal_path.exists():
+            self.replayed = replay_journal_into(self.pipeline, self.journal_path)
+        self.pipeline.open_journal(self.journal_path)
+        self.bridge.attach()
+        self.pipeline.start()
+        attribution = attribution_from(previous.positions if previous else (), self.pipeline.store.view().positions)
+        self.startup = self.reconciler.check(reason="startup", opening=True, attribution=attribution)
+        elapsed_ms = (time.monotonic() - t0) * 1000
+        if elapsed_ms > self.settings.reconcile.deadline_ms:
+            self.halt.enter(f"start-up took {elapsed_ms:.0f} ms > deadline {self.settings.reconcile.deadline_ms} ms")
+        self._compare_with(previous)
+        self.monitor.start()
+        self.control.start()
+        log.info("service_started", day=self.day, replayed=self.replayed, accounts=list(self.accounts), startup_ms=round(elapsed_ms, 1), halted=self.halt.is_halted)
+        return self
+
+    def _compare_with(self, previous: PositionSnapshot | None) -> None:
+        if previous is None:
+            return
+        before = {(p.account, p.strategy, p.symbol): p.quantity for p in previous.positions}
+        now = {(k.account, k.strategy, k.symbol): s.quantity for k, s in self.pipeline.store.view().positions.items()}
+        for key in sorted(set(before) | set(now)):
+            if before.get(key, 0) != now.get(key, 0):
+                log.info("snapshot_difference", account=key[0], strategy=key[1], symbol=key[2], last_snapshot=before.get(key, 0), now=now.get(key, 0))
+
+    def stop(self) -> None:
+        self.monitor.stop()
+        stop_play = getattr(self, "playback", None)
+        if stop_play is not None:
+            stop_play.stop()
+        self.pipeline.stop()
+        self.control.stop()
+        self.gateway.close()
+        log.info("service_stopped", fills=self.pipeline.stats.fills)
+
+    # --- control commands (each runs on a control connection thread) ----------------------
+    def handlers(self) -> dict[str, Any]:
+        return {"status": self._status, "snapshot": self._snapshot, "reconcile": self._reconcile, "halt-clear": self._halt_clear}
+
+    def _status(self, _args: dict) -> dict:
+        hb = self.bridge.heartbeat()
+        halt = self.halt.status()
+        last = self.reconciler.last
+        now = time.time_ns()
+        return {
+            "connection": hb.connection.value,
+            "connection_since_ns": hb.connection_since_ns,
+            "last_callback_ns": hb.last_callback_ns,
+            "callback_gap_s": round((now - hb.last_callback_ns) / 1e9, 3) if hb.last_callback_ns else None,
+            "queue_depth": hb.queue_depth,
+            "outstanding_orders": self.pipeline.on_worker(self.pipeline.normalizer.orders.working, timeout=5),
+            "counts": self.pipeline.stats.counts(),
+            "halt": {"halted": halt.halted, "reason": halt.reason, "since_ns": halt.since_ns},
+            "last_reconcile": _summary(last) if last else None,
+            "journal": str(self.journal_path),
+            "uptime_s": round((now - self.started_ns) / 1e9, 1),
+            "broker_budget": self.gateway.stats() if hasattr(self.gateway, "stats") else None,
+        }
+
+    def _snapshot(self, _args: dict) -> dict:
+        snap = self.pipeline.snapshot()
+        return {"seq": snap.seq, "ts": snap.ts, "positions": positions_as_dicts(snap),
+                "unrealized": {f"{p.account}|{p.strategy}|{p.symbol}": str(p.unrealized_pnl) for p in snap.positions}}
+
+    def _reconcile(self, args: dict) -> dict:
+        symbols = args.get("symbols") or None
+        accounts = args.get("accounts") or None
+        result = self.monitor.request(accounts, symbols, reason="operator", wait_s=self.settings.reconcile.deadline_ms / 1000 + 30)
+        if result is None:
+            raise TimeoutError("the reconcile did not finish in time")
+        return _summary(result)
+
+    def _halt_clear(self, _args: dict) -> dict:
+        return {"cleared": self.halt.clear("operator")}
+
+
+def _summary(r: ReconcileResult) -> dict:
+    return {
+        "reason": r.reason, "accounts": list(r.accounts), "started_ns": r.started_ns, "duration_ms": round(r.duration_ms, 1),
+        "records_resubmitted": r.records_resubmitted, "recovered_fills": r.recovered_fills,
+        "discrepancies": [{"account": d.account, "symbol": d.symbol, "ours": d.ours, "broker": d.broker} for d in r.discrepancies],
+        "pending": [{"account": d.account, "symbol": d.symbol, "ours": d.ours, "broker": d.broker} for d in r.pending],
+        "corrections": [{"account": c.account, "strategy": c.strategy, "symbol": c.symbol, "quantity": c.quantity, "price": c.price, "reason": c.reason} for c in r.corrections],
+        "error": r.error, "halted": r.halted,
+    }
