@@ -210,7 +210,13 @@ def run(
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    service.start()
+    from execstate.control import ControlStartError
+
+    try:
+        service.start()
+    except ControlStartError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_ATTENTION) from None
     if session is not None:
         service.playback = api.play(pace_per_s=pace or None, wait=False, start=resume_at)
     halt = service.halt.status()

@@ -151,6 +151,7 @@ class Service:
     def start(self) -> Service:
         t0 = time.monotonic()
         self.started_ns = time.time_ns()
+        self.control.start()  # first: it holds the single-instance lock, before the journal is touched
         previous = load_snapshot(self.snapshot_path)
         if self.journal_path.exists():
             self.replayed = replay_journal_into(self.pipeline, self.journal_path)
@@ -164,7 +165,6 @@ class Service:
             self.halt.enter(f"start-up took {elapsed_ms:.0f} ms > deadline {self.settings.reconcile.deadline_ms} ms")
         self._compare_with(previous)
         self.monitor.start()
-        self.control.start()
         log.info("service_started", day=self.day, replayed=self.replayed, accounts=list(self.accounts), startup_ms=round(elapsed_ms, 1), halted=self.halt.is_halted)
         return self
 

@@ -25,14 +25,20 @@ def state_name(state: Any) -> str:
     return _STATE_ALIASES.get(value, value)
 
 
+_SCALARS = (str, int, float, bool, type(None))
+
+
 def to_plain(value: Any) -> Any:
     """A JSON-ready copy of a payload (Shioaji's OrderEventDict is dict-like, not a dict)."""
-    if isinstance(value, Mapping) or (hasattr(value, "items") and not isinstance(value, (str, bytes))):
-        return {str(k): to_plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_plain(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
+    kind = type(value)
+    if kind in _SCALARS:
         return value
+    if kind is dict or isinstance(value, Mapping) or (hasattr(value, "items") and not isinstance(value, (str, bytes))):
+        return {str(k): to_plain(v) for k, v in value.items()}
+    if kind is list or kind is tuple:
+        return [to_plain(v) for v in value]
+    if isinstance(value, _SCALARS):  # subclasses: enums that are str, bool, ...
+        return getattr(value, "value", value)
     if isinstance(value, Decimal):
         return str(value)
     return getattr(value, "value", repr(value))

@@ -28,7 +28,7 @@ import msgspec
 
 from execstate.config import ReconcileSettings
 from execstate.domain.events import CORRECTION_STATE, Correction
-from execstate.domain.payloads import state_name, to_plain
+from execstate.domain.payloads import state_name
 from execstate.domain.reports import BrokerPosition, BrokerSnapshot
 from execstate.reconcile.diff import Discrepancy, book_quantities, diff
 from execstate.reconcile.halt import HaltState
@@ -111,7 +111,7 @@ class Reconciler:
             broker, records = self._fetch(wanted, deadline)
             before = self._fills_booked()
             for state, payload in records:
-                self._submit(state_name(state), to_plain(payload))
+                self._submit(state_name(state), payload)  # the pipeline makes Shioaji's dict-likes plain
             result.records_resubmitted = len(records)
             in_flight = self._in_flight()  # a barrier: everything resubmitted is booked
             result.recovered_fills = self._fills_booked() - before

@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 import shioaji as sj
 
-from execstate.bridge.sim.catalog import INSTRUMENTS, FeeModel, business_days_after
+from execstate.bridge.sim.catalog import FeeModel, business_days_after, instrument_for
 from execstate.bridge.sim.ratelimit import ACCOUNTING, ORDER, RateGate
 from execstate.bridge.sim.records import (
     SimFill, SimFuturePosition, SimFutureProfitDetail, SimFutureProfitLoss, SimSettlement,
@@ -183,7 +183,7 @@ class SimBroker:
             net = sum(lot.qty for lot in lots)
             if not net:
                 continue
-            inst, qty = INSTRUMENTS[code], abs(net)
+            inst, qty = instrument_for(code), abs(net)
             avg = sum(abs(lot.qty) * lot.price for lot in lots) / qty
             mark = self._marks.get(code, last.get(code, avg))
             pnl = float((mark - avg) * net * inst.multiplier)
@@ -205,7 +205,7 @@ class SimBroker:
         rows: list[tuple[Any, list[Any]]] = []
         fees = self.fees
         for i, (f, pieces) in enumerate(closes):
-            inst = INSTRUMENTS[f.position_code]
+            inst = instrument_for(f.position_code)
             closed = sum(p.qty for p in pieces)
             gross = sum(p.sign * p.qty * (f.price - p.price) for p in pieces) * inst.multiplier
             if not inst.is_stock:
@@ -273,7 +273,7 @@ class SimBroker:
             if f.security_type == "STK":
                 amount = f.quantity * f.price
                 cash -= f.signed_quantity * f.price + self.fees.stock_fee(amount, f.order_lot in ("Odd", "IntradayOdd"))
-                cash -= self.fees.stock_tax(amount, INSTRUMENTS[f.code], False) if f.action == "Sell" else 0
+                cash -= self.fees.stock_tax(amount, instrument_for(f.code), False) if f.action == "Sell" else 0
         day = self.session.config.trade_date
         days = [d.isoformat() for d in (day, business_days_after(day, 1), business_days_after(day, 2))]
         return self._done(SimSettlement(0.0, 0.0, float(cash), *days, sj.FetchStatus.Fetched), cb)

@@ -114,6 +114,15 @@ OPTIONS: tuple[Instrument, ...] = (
 INSTRUMENTS: dict[str, Instrument] = {i.position_code: i for i in STOCKS + FUTURES + OPTIONS}
 
 
+def instrument_for(position_code: str) -> Instrument:
+    """The catalog's instrument, or a generic listed stock for any other code (large
+    carried-over books in tests and benchmarks hold codes the day's orders never touch)."""
+    inst = INSTRUMENTS.get(position_code)
+    if inst is None:
+        inst = Instrument(position_code, "STK", "TSE", position_code, Decimal("50"), is_etf=position_code.startswith("00"))
+    return inst
+
+
 def tick_size(inst: Instrument, price: Decimal) -> Decimal:
     """Taiwan tick size for `inst` at `price` (TWSE/TPEx stock and ETF rules, TAIFEX rules)."""
     if inst.security_type == "FUT":

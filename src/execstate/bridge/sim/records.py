@@ -23,7 +23,7 @@ from typing import Any, Iterable
 import shioaji as sj
 
 from execstate.bridge.sim.catalog import (
-    FUTOPT_ACCOUNT, INSTRUMENTS, STOCK_ACCOUNT, TAIPEI, UNASSIGNED, symbol_for)
+    FUTOPT_ACCOUNT, STOCK_ACCOUNT, TAIPEI, UNASSIGNED, instrument_for, symbol_for)
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class InitialPosition:
     @property
     def symbol(self) -> str:
         """Pipeline symbol (see `catalog.symbol_for`)."""
-        return symbol_for(INSTRUMENTS[self.code], self.cond)
+        return symbol_for(instrument_for(self.code), self.cond)
 
 
 _S, _F = STOCK_ACCOUNT.key, FUTOPT_ACCOUNT.key

@@ -1,0 +1,123 @@
+"""`execstate run` as a real process, driven from another "terminal" with the CLI."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+
+def cli(*args, cwd, env=None, timeout=60):
+    return subprocess.run([sys.executable, "-m", "execstate.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def start(cwd, *args):
+    proc = subprocess.Popen([sys.executable, "-m", "execstate.cli", "run", "--orders", "80", "--pace", "400", *args],
+                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"service exited early: {proc.stderr.read()[-2000:]}")
+        if cli("status", "--json", cwd=cwd).returncode in (0, 1):
+            return proc
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("service did not answer within 60 s")
+
+
+def stop(proc):
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-2000:]
+    return err
+
+
+def wait_until_played(cwd, expected_min_fills=1):
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status = json.loads(cli("status", "--json", cwd=cwd).stdout)
+        if status["counts"]["fills"] >= expected_min_fills and status["queue_depth"] == 0:
+            return status
+        time.sleep(0.2)
+    raise AssertionError("the simulated day did not play")
+
+
+@pytest.fixture
+def workdir():
+    # short path: a Unix socket path must stay under 108 bytes
+    path = Path(tempfile.mkdtemp(prefix="es-", dir="/tmp"))
+    yield path
+    subprocess.run(["rm", "-rf", str(path)], check=False)
+
+
+def test_run_status_snapshot_reconcile_and_sigterm_then_restart_rebuilds_the_same_books(workdir):
+    proc = start(workdir)
+    try:
+        status = wait_until_played(workdir, expected_min_fills=50)
+        assert status["connection"] == "up"
+        time.sleep(1.5)  # the simulated day ends; let the monitor settle
+        reconcile = cli("reconcile", cwd=workdir)
+        assert reconcile.returncode == 0, reconcile.stdout + reconcile.stderr
+        assert "books match the broker" in reconcile.stdout
+        snap = cli("snapshot", "--json", cwd=workdir)
+        assert snap.returncode == 0
+        before = json.loads(snap.stdout)
+        assert before and set(before[0]) == {"account", "strategy", "symbol", "quantity", "avg_price", "realized_pnl", "fees", "taxes"}
+        table = cli("status", cwd=workdir)
+        assert table.returncode == 0 and "outstanding orders" in table.stdout
+    finally:
+        err = stop(proc)
+    assert "execstate stopped" in err
+    assert (workdir / "state" / "snapshots" / "latest.json").exists()
+    assert not (workdir / "state" / "control.sock").exists()
+    token = (workdir / "state" / "control.token")
+    assert not token.exists()
+
+    proc = start(workdir)  # restart: replays the day's journal, reconciles with the broker
+    try:
+        after = json.loads(cli("snapshot", "--json", cwd=workdir).stdout)
+        status = json.loads(cli("status", "--json", cwd=workdir).stdout)
+        assert not status["halt"]["halted"], status["halt"]
+        net = lambda rows: {(r["account"], r["strategy"], r["symbol"]): r["quantity"] for r in rows if r["quantity"] != "0"}
+        assert net(after) == net(before)
+        assert status["last_reconcile"]["corrections"] == []
+    finally:
+        stop(proc)
+
+
+def test_operator_commands_without_a_running_service_fail_in_one_line(workdir):
+    for command in (["status"], ["snapshot", "--json"], ["reconcile"]):
+        result = cli(*command, cwd=workdir)
+        assert result.returncode == 3
+        assert result.stderr.strip().count("\n") == 0 and "not running" in result.stderr
+
+
+def test_real_broker_needs_credentials_from_the_environment(workdir):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SJ_")}
+    result = cli("run", "--broker", "shioaji", cwd=workdir, env=env)
+    assert result.returncode == 2
+    assert "SJ_API_KEY" in result.stderr and "SJ_SECRET_KEY" in result.stderr
+
+
+def test_second_service_on_the_same_state_directory_is_refused_before_touching_the_journal(workdir):
+    proc = start(workdir)
+    try:
+        wait_until_played(workdir)
+        journal = next((workdir / "state" / "journal").glob("*.jsonl"))
+        size = journal.stat().st_size
+        second = cli("run", "--orders", "80", "--pace", "0", cwd=workdir, timeout=60)
+        assert second.returncode == 1
+        assert second.stderr.strip().startswith("error: execstate is already running")
+        first_status = cli("status", "--json", cwd=workdir)
+        assert first_status.returncode in (0, 1)  # the first one still answers
+        time.sleep(0.5)
+        lines = journal.read_bytes().splitlines()
+        assert all(line.startswith(b'{"ts_ns"') for line in lines)  # no interleaved writer
+        assert journal.stat().st_size >= size
+    finally:
+        stop(proc)
