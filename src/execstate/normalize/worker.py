@@ -36,12 +36,19 @@ from execstate.telemetry.stats import PipelineStats
 log = get_logger("execstate.normalize")
 
 
-def _order_kind(op_type: str, ok: bool) -> EventKind:
-    if op_type == "Reject":
-        return EventKind.NEW_FAILED
-    if not ok:
-        return EventKind.NEW_FAILED if op_type == "New" else EventKind.OP_FAILED
-    return EventKind(op_type)
+# (op_type, op_code == "00") -> what the report means for the order's state machine
+ORDER_KINDS: dict[tuple[str, bool], EventKind] = {
+    ("New", True): EventKind.NEW,
+    ("New", False): EventKind.NEW_FAILED,
+    ("Reject", True): EventKind.NEW_FAILED,
+    ("Reject", False): EventKind.NEW_FAILED,
+    ("Cancel", True): EventKind.CANCEL,
+    ("Cancel", False): EventKind.OP_FAILED,
+    ("UpdateQty", True): EventKind.UPDATE_QTY,
+    ("UpdateQty", False): EventKind.OP_FAILED,
+    ("UpdatePrice", True): EventKind.UPDATE_PRICE,
+    ("UpdatePrice", False): EventKind.OP_FAILED,
+}
 
 
 class Normalizer:
@@ -164,7 +171,7 @@ class Normalizer:
         if self._is_duplicate(o.event_id, order_event_id):
             return None
         ok = o.op_code == "00"
-        kind = _order_kind(o.op_type, ok)
+        kind = ORDER_KINDS[(o.op_type, ok)]  # op_type is one of the schema's five
         inst = self.instruments.resolve(o.security_type, o.code, o.full_code, o.order_cond, o.order_lot)
         rec = self.orders.record(o.account, o.order_id)
         rec.symbol = inst.symbol
