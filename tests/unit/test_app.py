@@ -125,3 +125,15 @@ def test_started_pipeline_writes_periodic_snapshots_and_publishes_them(tmp_path)
     assert any(s.positions and s.positions[0].quantity == 1000 for s in snaps)
     assert '"quantity":1000' in path.read_text()
     assert snaps[-1].seq == pipeline.store.view().seq  # the last one is taken at stop
+
+
+def test_replay_dead_letters_a_nan_price_with_the_same_reason_as_live(tmp_path):
+    from execstate.app import replay_journal
+
+    live = Pipeline(SETTINGS, journal_path=tmp_path / "j.jsonl")
+    live.process_batch([_raw("SDEAL", stock_deal(event_id="n1", price=float("nan"))), _raw("SDEAL", stock_deal(event_id="i1", exchange_seq="5", price=float("inf")))])
+    live.journal.close()
+    replayed = replay_journal(tmp_path / "j.jsonl", SETTINGS)
+    assert replayed.bad_journal_lines == 0
+    assert [d.reason for d in replayed.dead_letters] == [d.reason for d in live.dead_letters]
+    assert "price=nan" in live.dead_letters[0].reason and "price=inf" in live.dead_letters[1].reason

@@ -9,13 +9,15 @@ Entry points: `JournalWriter.write(raw)`, `.flush()`, `.close()`; `JournalReader
 Invariants:
 - A line is written before its event is applied; `flush()` (once per batch) hands the
   bytes to the kernel, so an acknowledged batch survives a SIGKILL of the process.
-- Floats are written in shortest round-trip form, so a replay sees the same values.
+- Floats are written in shortest round-trip form, so a replay sees the same values (NaN and
+  infinities too: those rare lines carry JSON's NaN / Infinity tokens, which the reader accepts).
 - The reader never raises on bad content: a torn last line (a crash mid-write) or a
   malformed line is recorded in `bad_lines` with its number and reason, and skipped.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,14 +40,17 @@ def encode_line(raw: RawExecEvent | tuple) -> bytes:
     state_bytes = _STATE_BYTES.get(state) if isinstance(state, str) else None
     if state_bytes is not None and type(ts_ns) is int and type(msg) is dict:
         try:
-            return b'{"ts_ns":%d,"state":"%s","msg":%s}\n' % (ts_ns, state_bytes, _encoder.encode(msg))
+            body = _encoder.encode(msg)
+            if b"null" not in body:  # msgspec writes NaN and infinities as null: those lines go the slow way
+                return b'{"ts_ns":%d,"state":"%s","msg":%s}\n' % (ts_ns, state_bytes, body)
         except (TypeError, ValueError, OverflowError):
             pass
     try:
         name = state_name(state)
     except Exception:
         name = str(state)[:40]
-    return _encoder.encode({"ts_ns": ts_ns, "state": name, "msg": to_plain(msg)}) + b"\n"
+    # stdlib json keeps NaN / Infinity as tokens (the reader accepts them), so a replay sees what came in
+    return json.dumps({"ts_ns": ts_ns, "state": name, "msg": to_plain(msg)}, separators=(",", ":"), ensure_ascii=False, default=str).encode() + b"\n"
 
 
 class JournalWriter:
@@ -73,6 +78,14 @@ class _Line(msgspec.Struct):
     msg: Any
 
 
+def _lenient(line: bytes) -> _Line | None:
+    try:
+        data = json.loads(line)
+        return msgspec.convert(data, _Line)
+    except (ValueError, msgspec.ValidationError):
+        return None
+
+
 class JournalReader:
     """Iterates the raw events of a journal file in order."""
 
@@ -92,6 +105,8 @@ class JournalReader:
                 try:
                     rec = decoder.decode(line)
                 except msgspec.DecodeError as exc:
-                    self.bad_lines.append((number, f"not a journal line: {exc}"))
-                    continue
+                    rec = _lenient(line)  # a line with NaN / Infinity tokens
+                    if rec is None:
+                        self.bad_lines.append((number, f"not a journal line: {exc}"))
+                        continue
                 yield RawExecEvent(rec.ts_ns, rec.state, rec.msg)

@@ -248,11 +248,6 @@ def test_event_written_after_a_crash_left_a_torn_line_is_replayed(tmp_path):
     assert [r.ts_ns for r in back] == [1, 3]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="msgspec writes NaN/inf as null, so a replay sees price=None instead of nan "
-    "(journal.py docstring: a replay sees the same values)",
-)
 def test_nan_price_survives_the_round_trip(tmp_path):
     # Arrange
     path = tmp_path / "journal.jsonl"
