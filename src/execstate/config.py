@@ -12,6 +12,8 @@ Invariants:
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
@@ -125,6 +127,17 @@ class RuntimeSettings(_Model):
     gc_gen0_threshold: Annotated[int, Field(ge=0, strict=True)] = 10_000  # 0: leave Python's default (700)
 
 
+class RecorderSettings(_Model):
+    enabled: Flag = True
+    # clickhouse-connect DSN: chdb://<dir> (embedded engine, the default: <state_dir>/clickhouse)
+    # or http(s)://user:password@host:8123/database. CLICKHOUSE_DSN in the environment overrides it.
+    dsn: str = ""
+    batch_rows: Annotated[int, Field(gt=0, le=500_000, strict=True)] = 10_000
+    batch_ms: PositiveMs = 200
+    spool_max_bytes: Annotated[int, Field(gt=0, strict=True)] = 1 << 30
+    parquet_snapshots: Flag = True
+
+
 class Settings(_Model):
     state_dir: Path = Path("state")
     snapshot_interval_ms: PositiveMs = 1000
@@ -136,6 +149,12 @@ class Settings(_Model):
     multipliers: MultiplierSettings = Field(default_factory=MultiplierSettings)
     strategies: StrategySettings = Field(default_factory=StrategySettings)
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    recorder: RecorderSettings = Field(default_factory=RecorderSettings)
+
+    def clickhouse_dsn(self, env: Mapping[str, str] | None = None) -> str:
+        """CLICKHOUSE_DSN, else `recorder.dsn`, else the embedded engine under the state directory."""
+        env = os.environ if env is None else env
+        return env.get("CLICKHOUSE_DSN") or self.recorder.dsn or f"chdb://{Path(self.state_dir).resolve() / 'clickhouse'}"
 
 
 def _describe(error: dict) -> str:

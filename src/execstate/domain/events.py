@@ -1,7 +1,7 @@
 """Events: immutable facts that flow through the pipeline.
 
 Entry points: `RawExecEvent`, `OrderEvent`, `FillEvent`, `PositionDelta`, `PositionRecord`,
-`PositionSnapshot`, `Correction` (+ `CORRECTION_STATE`), `DeadLetter`. Field-by-field reference: `contracts/execution.md`.
+`PositionSnapshot`, `Correction` (+ `CORRECTION_STATE`), `ReconcileRecord`, `DeadLetter`. Field-by-field reference: `contracts/execution.md`.
 
 Invariants:
 - Every event is frozen and slotted (msgspec Structs); money and prices are `Decimal`.
@@ -152,6 +152,22 @@ class Correction(msgspec.Struct, frozen=True):
     price: str  # decimal string
     reason: str
     ts_ns: int
+
+
+class ReconcileRecord(msgspec.Struct, frozen=True):
+    """A reconciliation's outcome, as recorded (the reconciler's result, flattened)."""
+
+    record_id: str  # R:{started_ns}:{reason}
+    reason: str
+    accounts: tuple[str, ...]
+    started_ns: int
+    duration_ms: float
+    records_resubmitted: int
+    recovered_fills: int
+    discrepancies: str  # JSON list of {account, symbol, ours, broker}
+    corrections: str  # JSON list of {account, strategy, symbol, quantity, price, reason}
+    error: str
+    halted: bool
 
 
 class DeadLetter(msgspec.Struct, frozen=True):

@@ -1,0 +1,1 @@
+"""Record: every order, fill, delta, snapshot, dead letter and reconciliation in ClickHouse, exactly once."""
