@@ -103,7 +103,7 @@ def demo(
     pace: Annotated[float, typer.Option(help="events per second delivered by the simulated broker (0 = as fast as possible)")] = 5000.0,
 ) -> None:
     """Run a simulated Shioaji session through the whole pipeline and show the books."""
-    from execstate.app import intents_file_for, run_demo
+    from execstate.jobs import intents_file_for, run_demo
 
     settings = _settings(config)
     configure_logging(json=True, level="error")
@@ -130,7 +130,8 @@ def replay(
     config: ConfigOpt = None,
 ) -> None:
     """Feed a journal through the pipeline and print the final positions."""
-    from execstate.app import positions_as_dicts, replay_journal
+    from execstate.app import positions_as_dicts
+    from execstate.jobs import replay_journal
     from execstate.normalize.intents import IntentRegistry
 
     settings = _settings(config)

@@ -25,7 +25,8 @@ from typing import Any
 
 import msgspec
 
-from execstate.app import Pipeline, positions_as_dicts, replay_journal_into
+from execstate.app import Pipeline, positions_as_dicts
+from execstate.jobs import replay_journal_into
 from execstate.bridge.shioaji_adapter import ShioajiBridge
 from execstate.config import Settings
 from execstate.control import ControlServer

@@ -90,7 +90,7 @@ def test_journal_replay_gives_the_same_books(tmp_path):
     ]
     live.process_batch(events)
     live.journal.close()
-    from execstate.app import replay_journal
+    from execstate.jobs import replay_journal
 
     replayed = replay_journal(tmp_path / "j.jsonl", SETTINGS)
     assert replayed.bad_journal_lines == 0
@@ -128,7 +128,7 @@ def test_started_pipeline_writes_periodic_snapshots_and_publishes_them(tmp_path)
 
 
 def test_replay_dead_letters_a_nan_price_with_the_same_reason_as_live(tmp_path):
-    from execstate.app import replay_journal
+    from execstate.jobs import replay_journal
 
     live = Pipeline(SETTINGS, journal_path=tmp_path / "j.jsonl")
     live.process_batch([_raw("SDEAL", stock_deal(event_id="n1", price=float("nan"))), _raw("SDEAL", stock_deal(event_id="i1", exchange_seq="5", price=float("inf")))])
