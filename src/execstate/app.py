@@ -85,6 +85,8 @@ class Pipeline:
         self.snapshot_path = snapshot_path
         self.bad_journal_lines = 0
         self._record_dead: Any = None
+        self.record_error = ""  # why events were not recorded (replay without a database)
+        self.recorded: dict[str, Any] | None = None
         self.snapshotter = Snapshotter(self.store, settings.snapshot_interval_ms, self._emit_snapshot)
 
     def _emit_snapshot(self, snapshot: PositionSnapshot) -> None:
@@ -274,6 +276,25 @@ def apply_runtime_tuning(settings: Settings) -> None:
     if rt.gc_freeze_after_start:
         gc.collect()
         gc.freeze()
+
+
+def open_recorder(settings: Settings) -> tuple[Any, Any]:
+    """(recorder, sink) for these settings (DSN from CLICKHOUSE_DSN, the config, or the
+    embedded engine under the state directory), with its spool; (None, None) when disabled.
+    Not started: the caller starts it before the pipeline, so a previous run's spool drains first."""
+    if not settings.recorder.enabled:
+        return None, None
+    from execstate.record.clickhouse import ClickHouseSink, SinkError
+    from execstate.record.recorder import Recorder
+    from execstate.record.spool import Spool
+
+    sink = ClickHouseSink(settings.clickhouse_dsn())
+    try:
+        sink.ensure_schema()
+    except SinkError as exc:  # the database is down: batches spool until it is back
+        log.warning("clickhouse_unavailable_at_start", error=str(exc))
+    spool = Spool(Path(settings.state_dir) / "spool", settings.recorder.spool_max_bytes)
+    return Recorder(sink, spool, settings.recorder.batch_rows, settings.recorder.batch_ms), sink
 
 
 def positions_as_dicts(snapshot: PositionSnapshot) -> list[dict[str, str]]:

@@ -115,6 +115,15 @@ def demo(
     console.print(strategy_table(snap))
     console.print(counts_table(result.pipeline.stats, {"dead letters kept": len(result.pipeline.dead_letters), "books match broker quantities": result.matches_broker}))
     console.print(latency_table(result.pipeline.stats))
+    if result.recorded is not None:
+        table = Table(title=f"Rows in ClickHouse ({result.pipeline.settings.clickhouse_dsn()}, after FINAL)")
+        table.add_column("table")
+        table.add_column("rows", justify="right")
+        for name, rows in result.recorded.items():
+            table.add_row(name, f"{rows:,}")
+        console.print(table)
+    if result.record_error:
+        console.print(f"[yellow]recording[/]: {result.record_error}")
     console.print(f"journal: {result.journal_path}; replay it with\n  .venv/bin/execstate replay {result.journal_path} --intents {intents_file_for(result.journal_path)} --json")
     if not result.matches_broker:
         for key, (ours, broker) in sorted(result.mismatches.items()):
@@ -127,6 +136,7 @@ def replay(
     file: Annotated[Path, typer.Argument(help="journal file (JSON lines: ts_ns, state, msg)")],
     as_json: Annotated[bool, typer.Option("--json", help="print final positions as JSON")] = False,
     intents: Annotated[Optional[Path], typer.Option(help="intents file (JSON lines: order_id, strategy) registered during the session")] = None,
+    record: Annotated[bool, typer.Option("--record/--no-record", help="also record into the configured database (idempotent)")] = True,
     config: ConfigOpt = None,
 ) -> None:
     """Feed a journal through the pipeline and print the final positions."""
@@ -141,7 +151,9 @@ def replay(
             raise typer.Exit(2)
     configure_logging(json=True, level="critical" if as_json else "error")
     registry = IntentRegistry(dict(settings.strategies.tags), path=intents) if intents else None
-    pipeline = replay_journal(file, settings, intents=registry)
+    pipeline = replay_journal(file, settings, intents=registry, record=record)
+    if record and pipeline.record_error:
+        typer.echo(f"warning: not recorded: {pipeline.record_error}", err=True)
     snap = pipeline.snapshot()
     if as_json:
         sys.stdout.write(json.dumps(positions_as_dicts(snap), indent=2) + "\n")
@@ -304,6 +316,52 @@ def reconcile(
         console.print("books match the broker")
     if r["error"] or r["pending"] or r["halted"]:
         raise typer.Exit(EXIT_ATTENTION)
+
+
+@app.command()
+def query(
+    sql: Annotated[str, typer.Argument(help="a read-only statement (SELECT, SHOW, DESCRIBE, EXPLAIN, WITH)")],
+    config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Run a read-only query against the configured database and print a table.
+
+    Through the running service when there is one (it owns the embedded engine), else directly.
+    """
+    from execstate.control import ServiceNotRunning
+
+    settings = _settings(config)
+    try:
+        result = _client(config).request("query", sql=sql)
+        columns, rows = result["columns"], result["rows"]
+    except ServiceNotRunning:
+        from execstate.record.clickhouse import ClickHouseSink, QueryRefused, SinkError
+
+        sink = ClickHouseSink(settings.clickhouse_dsn())
+        try:
+            columns, rows = sink.query(sql)
+        except QueryRefused as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+        except SinkError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(EXIT_ATTENTION) from None
+        finally:
+            sink.close()
+    except Exception as exc:  # a refusal or failure reported by the service
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_ATTENTION) from None
+    if as_json:
+        sys.stdout.write(json.dumps({"columns": list(columns), "rows": [[str(v) if not isinstance(v, (int, float, str, type(None))) else v for v in r] for r in rows]}, indent=2) + "\n")
+        return
+    table = Table(title=f"{len(rows):,} rows")
+    for name in columns:
+        table.add_column(str(name))
+    for row in rows[:1000]:
+        table.add_row(*(str(v) for v in row))
+    console.print(table)
+    if len(rows) > 1000:
+        console.print(f"(first 1,000 of {len(rows):,} rows shown)")
 
 
 @app.command("halt-clear")

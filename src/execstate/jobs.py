@@ -8,11 +8,13 @@ Like `app` and `service`, a composition module: it wires stages, it holds no log
 
 from __future__ import annotations
 
+import tempfile
 import time
+from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
 
-from execstate.app import Pipeline, write_snapshot_file
+from execstate.app import Pipeline, open_recorder, write_snapshot_file
 from execstate.bridge.journal import JournalReader
 from execstate.bridge.shioaji_adapter import ShioajiBridge
 from execstate.config import Settings
@@ -44,11 +46,40 @@ def replay_journal_into(pipeline: Pipeline, path: Path, chunk: int = 4096) -> in
     return count
 
 
-def replay_journal(path: Path, settings: Settings, intents: IntentRegistry | None = None) -> Pipeline:
-    """Feed a journal through a fresh pipeline, synchronously, and return the pipeline."""
+def replay_journal(path: Path, settings: Settings, intents: IntentRegistry | None = None, record: bool = False) -> Pipeline:
+    """Feed a journal through a fresh pipeline, synchronously, and return the pipeline.
+
+    With `record`, every event also goes to the configured database (rows already there stay
+    once: ids are deterministic); when the database cannot be opened, `pipeline.record_error`
+    says why and nothing is recorded (a replay never spools behind a running service's back).
+    """
     pipeline = Pipeline(settings, intents=intents)
+    recorder = _recorder_for_replay(settings, pipeline) if record else None
     replay_journal_into(pipeline, path)
+    if recorder is not None:
+        recorder.submit(pipeline.snapshot())
+        if not recorder.stop(timeout_s=120):
+            pipeline.record_error = f"not every row reached the database: {recorder.stats().get('last_error')}"
+        pipeline.recorded = recorder.stats()
     return pipeline
+
+
+def _recorder_for_replay(settings: Settings, pipeline: Pipeline) -> Any:
+    from execstate.record.clickhouse import ClickHouseSink, SinkError
+    from execstate.record.recorder import Recorder
+    from execstate.record.spool import Spool
+
+    sink = ClickHouseSink(settings.clickhouse_dsn())
+    try:
+        sink.ensure_schema()
+    except SinkError as exc:
+        sink.close()
+        pipeline.record_error = str(exc)
+        return None
+    spool = Spool(Path(tempfile.mkdtemp(prefix="execstate-replay-spool-")), settings.recorder.spool_max_bytes)
+    recorder = Recorder(sink, spool, settings.recorder.batch_rows, settings.recorder.batch_ms).start()
+    pipeline.attach_recorder(recorder.submit)
+    return recorder
 
 
 @dataclass
@@ -59,6 +90,8 @@ class DemoResult:
     elapsed_s: float
     journal_path: Path
     mismatches: dict[tuple[str, str, str], tuple[int, int]]  # key -> (ours, broker)
+    recorded: dict[str, int] | None = None  # rows per table in ClickHouse after the run
+    record_error: str = ""
 
     @property
     def matches_broker(self) -> bool:
@@ -86,6 +119,10 @@ def run_demo(settings: Settings, seed: int = 1, orders: int = 600, pace: float |
         intents.register(intent.order_id, intent.strategy_id, intent.symbol, intent.custom_field)
     snapshot_path = Path(settings.state_dir) / "snapshots" / "latest.json"
     pipeline = Pipeline(settings, intents=intents, journal_path=journal, snapshot_path=snapshot_path)
+    recorder, sink = open_recorder(settings)
+    if recorder is not None:
+        pipeline.attach_recorder(recorder.submit)
+        recorder.start()
     ShioajiBridge(api, pipeline.queue).attach()
     started = time.perf_counter()
     pipeline.start()
@@ -96,9 +133,33 @@ def run_demo(settings: Settings, seed: int = 1, orders: int = 600, pace: float |
         pipeline.store.set_mark(fill.symbol, fill.price)
     snapshot = pipeline.snapshot()
     write_snapshot_file(snapshot, snapshot_path)
+    recorded, record_error = None, ""
+    if recorder is not None:
+        recorder.submit(snapshot)  # marked to the last trade
+        from execstate.record.parquet import ParquetSnapshotWriter
+
+        ParquetSnapshotWriter(Path(settings.state_dir) / "parquet").write(snapshot)
+        if not recorder.stop(timeout_s=120):
+            record_error = f"rows left in the spool: {recorder.stats().get('last_error')}"
+        recorded, error = count_rows(settings)
+        record_error = record_error or error
     ours = {(p.account, p.strategy, p.symbol): p.quantity for p in snapshot.positions}
     broker = session.expected_quantities()
     mismatches = {k: (ours.get(k, 0), broker.get(k, 0)) for k in set(ours) | set(broker) if ours.get(k, 0) != broker.get(k, 0)}
-    return DemoResult(pipeline, snapshot, len(session.events), elapsed, journal, mismatches)
+    return DemoResult(pipeline, snapshot, len(session.events), elapsed, journal, mismatches, recorded, record_error)
+
+
+def count_rows(settings: Settings) -> tuple[dict[str, int] | None, str]:
+    """Rows per recorded table (after FINAL), or (None, why not)."""
+    from execstate.record.clickhouse import ClickHouseSink, SinkError
+    from execstate.record.tables import TABLES
+
+    sink = ClickHouseSink(settings.clickhouse_dsn())
+    try:
+        return {table: sink.count(table) for table in TABLES}, ""
+    except SinkError as exc:
+        return None, str(exc)
+    finally:
+        sink.close()
 
 

@@ -25,7 +25,8 @@ from typing import Any
 
 import msgspec
 
-from execstate.app import Pipeline, positions_as_dicts
+from execstate.app import Pipeline, open_recorder, positions_as_dicts
+from execstate.bus import TOPIC_SNAPSHOT
 from execstate.jobs import replay_journal_into
 from execstate.bridge.shioaji_adapter import ShioajiBridge
 from execstate.config import Settings
@@ -36,7 +37,7 @@ from execstate.reconcile.broker import account_key, make_fetch
 from execstate.reconcile.gateway import BrokerCall, BrokerGateway
 from execstate.reconcile.halt import HaltState
 from execstate.reconcile.monitor import Monitor
-from execstate.reconcile.reconciler import ReconcileResult, Reconciler, attribution_from
+from execstate.reconcile.reconciler import ReconcileResult, Reconciler, attribution_from, reconcile_record
 from execstate.telemetry.logging import get_logger
 
 log = get_logger("execstate.service")
@@ -120,6 +121,12 @@ class Service:
         self.snapshot_path = state / "snapshots" / "latest.json"
         self.intents = intents or IntentRegistry(dict(settings.strategies.tags), path=state / "intents.jsonl")
         self.pipeline = Pipeline(settings, intents=self.intents, snapshot_path=self.snapshot_path)
+        self.recorder: Any = None  # opened in start(), after the single-instance lock: chdb allows one process
+        self.sink: Any = None
+        if settings.recorder.parquet_snapshots:
+            from execstate.record.parquet import ParquetSnapshotWriter
+
+            self.pipeline.bus.subscribe(TOPIC_SNAPSHOT, ParquetSnapshotWriter(state / "parquet").write)
         self.bridge = ShioajiBridge(api, self.pipeline.queue)
         self.halt = HaltState()
         self.gateway = BrokerGateway(api, settings.rate_limits)
@@ -127,6 +134,7 @@ class Service:
         self.reconciler = Reconciler(
             settings.reconcile, list(self.accounts), fetch, self.pipeline.store.view, self.pipeline.submit,
             self._in_flight, lambda: self.pipeline.stats.fills, self.halt,
+            on_result=self._record_result,
         )
         self.monitor = Monitor(
             self.reconciler, settings.reconcile, self.bridge.heartbeat, lambda: self.pipeline.on_worker(self.pipeline.normalizer.orders.working),
@@ -136,6 +144,10 @@ class Service:
         self.started_ns = 0
         self.startup: ReconcileResult | None = None
         self.replayed = 0
+
+    def _record_result(self, result: ReconcileResult) -> None:
+        if self.recorder is not None:
+            self.recorder.submit(reconcile_record(result))
 
     def _in_flight(self) -> set[tuple[str, str]]:
         recent_ns = self.settings.reconcile.recent_fill_window_ms * 1_000_000
@@ -152,7 +164,11 @@ class Service:
     def start(self) -> Service:
         t0 = time.monotonic()
         self.started_ns = time.time_ns()
-        self.control.start()  # first: it holds the single-instance lock, before the journal is touched
+        self.control.start()  # first: it holds the single-instance lock, before the journal or database is touched
+        self.recorder, self.sink = open_recorder(self.settings)
+        if self.recorder is not None:
+            self.pipeline.attach_recorder(self.recorder.submit)
+            self.recorder.start()  # drains a previous run's spool before anything new
         previous = load_snapshot(self.snapshot_path)
         if self.journal_path.exists():
             self.replayed = replay_journal_into(self.pipeline, self.journal_path)
@@ -184,13 +200,21 @@ class Service:
         if stop_play is not None:
             stop_play.stop()
         self.pipeline.stop()
+        if self.recorder is not None:
+            self.recorder.stop()  # what cannot reach the database stays in the spool
         self.control.stop()
         self.gateway.close()
         log.info("service_stopped", fills=self.pipeline.stats.fills)
 
     # --- control commands (each runs on a control connection thread) ----------------------
     def handlers(self) -> dict[str, Any]:
-        return {"status": self._status, "snapshot": self._snapshot, "reconcile": self._reconcile, "halt-clear": self._halt_clear}
+        return {"status": self._status, "snapshot": self._snapshot, "reconcile": self._reconcile, "halt-clear": self._halt_clear, "query": self._query}
+
+    def _query(self, args: dict) -> dict:
+        if self.sink is None:
+            raise RuntimeError("the recorder is disabled (recorder.enabled: false)")
+        columns, rows = self.sink.query(str(args.get("sql", "")))
+        return {"columns": list(columns), "rows": [[_cell(v) for v in row] for row in rows]}
 
     def _status(self, _args: dict) -> dict:
         hb = self.bridge.heartbeat()
@@ -210,6 +234,7 @@ class Service:
             "journal": str(self.journal_path),
             "uptime_s": round((now - self.started_ns) / 1e9, 1),
             "broker_budget": self.gateway.stats() if hasattr(self.gateway, "stats") else None,
+            "recorder": self.recorder.stats() if self.recorder is not None else None,
         }
 
     def _snapshot(self, _args: dict) -> dict:
@@ -227,6 +252,10 @@ class Service:
 
     def _halt_clear(self, _args: dict) -> dict:
         return {"cleared": self.halt.clear("operator")}
+
+
+def _cell(value: Any) -> Any:
+    return value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
 
 
 def _summary(r: ReconcileResult) -> dict:

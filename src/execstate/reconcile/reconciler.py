@@ -27,7 +27,7 @@ from typing import Any
 import msgspec
 
 from execstate.config import ReconcileSettings
-from execstate.domain.events import CORRECTION_STATE, Correction
+from execstate.domain.events import CORRECTION_STATE, Correction, ReconcileRecord
 from execstate.domain.payloads import state_name
 from execstate.domain.reports import BrokerPosition, BrokerSnapshot
 from execstate.reconcile.diff import Discrepancy, book_quantities, diff
@@ -58,6 +58,14 @@ class ReconcileResult(msgspec.Struct):
         return not self.error and not self.discrepancies
 
 
+def reconcile_record(r: ReconcileResult) -> ReconcileRecord:
+    """The recorded form of a result."""
+    return ReconcileRecord(
+        f"R:{r.started_ns}:{r.reason}", r.reason, r.accounts, r.started_ns, r.duration_ms, r.records_resubmitted, r.recovered_fills,
+        msgspec.json.encode(r.discrepancies).decode(), msgspec.json.encode(r.corrections).decode(), r.error, r.halted,
+    )
+
+
 def attribution_from(snapshot_records: Iterable[Any], positions: Mapping[Any, Any]) -> dict[tuple[str, str], list[tuple[str, int, Decimal]]]:
     """Who held what in the last snapshot that our books do not hold now, per (account, symbol).
 
@@ -85,6 +93,7 @@ class Reconciler:
         fills_booked: Callable[[], int],
         halt: HaltState,
         clock: Callable[[], float] = time.monotonic,
+        on_result: Callable[[ReconcileResult], None] | None = None,
     ) -> None:
         self.settings = settings
         self.accounts = accounts
@@ -96,6 +105,7 @@ class Reconciler:
         self.halt = halt
         self._clock = clock
         self.tracker = MismatchTracker(settings.confirmations)
+        self._on_result = on_result
         self.last: ReconcileResult | None = None
         self.checks = 0
 
@@ -130,6 +140,11 @@ class Reconciler:
         self._judge(result, opening)
         self.last = result
         self.checks += 1
+        if self._on_result is not None:
+            try:
+                self._on_result(result)
+            except Exception as exc:  # recording a result must never break reconciliation
+                log.error("reconcile_result_not_recorded", error=repr(exc))
         return result
 
     def _correct(self, confirmed: list[Discrepancy], broker: BrokerSnapshot, positions: Mapping[Any, Any], reason: str, attribution: Mapping | None) -> list[Correction]:
