@@ -360,6 +360,19 @@ def test_http_server_down_raises_sink_error_then_recovers_with_data_intact(http)
         assert read_back(sink, "fills") == expected("fills", batch["fills"])
 
 
+def test_a_database_down_at_start_gets_its_schema_on_the_first_write_after(http):
+    batch = hand_built()
+    http.stop()
+    with ClickHouseSink(http.dsn) as sink:
+        with pytest.raises(SinkError, match="cannot connect"):
+            sink.ensure_schema()
+        with pytest.raises(SinkError):
+            sink.write({"fills": batch["fills"]})
+        http.start()
+        assert sink.write({"fills": batch["fills"]}) == 2
+        assert read_back(sink, "fills") == expected("fills", batch["fills"])
+
+
 def test_http_reads_run_with_readonly_and_inserts_go_as_arrow(http):
     with ClickHouseSink(http.dsn) as sink:
         sink.ensure_schema()

@@ -17,8 +17,8 @@ Invariants:
   `readonly=1` setting as a second guard (no writes, DDL or table functions); anything else
   raises `QueryRefused`.
 - The client connects on first use; a DSN that cannot connect raises `SinkError` naming the
-  DSN with its password masked. `close()` releases the engine: one process can hold only one
-  chdb path at a time.
+  DSN with its password masked. A failed `ensure_schema` is retried by the next `write`.
+  `close()` releases the engine: one process can hold only one chdb path at a time.
 """
 
 from __future__ import annotations
@@ -153,6 +153,7 @@ class ClickHouseSink:
         self._lock = threading.Lock()
         self._client: Any = None
         self._closed = False
+        self._schema_pending = False  # ensure_schema failed: write applies it first
 
     def __repr__(self) -> str:
         return f"ClickHouseSink({self.dsn!r})"
@@ -195,22 +196,29 @@ class ClickHouseSink:
 
     def ensure_schema(self) -> None:
         """Apply every schema statement (all `IF NOT EXISTS`: safe at every start), then check
-        that every recorded table exists."""
+        that every recorded table exists. If it fails (SinkError), the next `write` retries it
+        first, so a database that was down at start gets its tables when it comes back."""
         statements = self.schema_statements()
         with self._lock:
-            client = self._connected()
-            for name, statement in statements:
-                try:
-                    client.command(statement)
-                except Exception as exc:
-                    raise self._error(f"schema file {name} failed", exc) from exc
+            self._schema_pending = True
+            self._apply_schema(statements)
+
+    def _apply_schema(self, statements: list[tuple[str, str]]) -> None:
+        """(lock held) Run the schema statements; clear `_schema_pending` once all tables exist."""
+        client = self._connected()
+        for name, statement in statements:
             try:
-                present = {row[0] for row in client.query("SELECT name FROM system.tables WHERE database = currentDatabase()").result_rows}
+                client.command(statement)
             except Exception as exc:
-                raise self._error("cannot list tables", exc) from exc
+                raise self._error(f"schema file {name} failed", exc) from exc
+        try:
+            present = {row[0] for row in client.query("SELECT name FROM system.tables WHERE database = currentDatabase()").result_rows}
+        except Exception as exc:
+            raise self._error("cannot list tables", exc) from exc
         missing = [table for table in TABLES if table not in present]
         if missing:
             raise SinkError(f"schema in {self.schemas_dir} does not create {', '.join(missing)} on {self.dsn}", dsn=self.dsn)
+        self._schema_pending = False
 
     # --- write ----------------------------------------------------------------------------
     def write(self, batch: Mapping[str, list]) -> int:
@@ -225,6 +233,8 @@ class ClickHouseSink:
         tables = [(table, to_arrow(table, batch[table])) for table in TABLES if batch.get(table)]
         written = 0
         with self._lock:
+            if self._schema_pending:
+                self._apply_schema(self.schema_statements())
             client = self._connected()
             for table, arrow in tables:
                 if arrow.num_rows == 0:
