@@ -161,6 +161,7 @@ def _reconcile_rows(records: list) -> list[tuple]:
     return rows
 
 
+_FLAT_STRUCTS = frozenset({"orders", "fills", "position_deltas"})  # a column is an attribute of the event
 _ROWS: dict[str, Callable[[list], list[tuple]]] = {
     "orders": _struct_rows(_ORDER_COLUMNS),
     "fills": _struct_rows(_FILL_COLUMNS),
@@ -173,15 +174,31 @@ _ROWS: dict[str, Callable[[list], list[tuple]]] = {
 
 # --- columns --------------------------------------------------------------------------
 
+_QUANTIZED: dict[tuple[int, int], dict[Decimal, Decimal]] = {}
+_QUANTIZED_MAX = 200_000
+
+
 def _decimal_array(table: str, column: str, values: Sequence[Any], precision: int, scale: int, nullable: bool) -> pa.Array:
-    """Quantize to the column scale (half-even) and build decimal128; overflow is an error."""
+    """Quantize to the column scale (half-even) and build decimal128; overflow is an error.
+
+    Quantized values are cached per column type: prices sit on a tick grid and fees and
+    multipliers repeat, so most values are looked up, not re-quantized (equal Decimals
+    quantize to the same value, whatever their exponent)."""
     quantum = Decimal(1).scaleb(-scale)
     # prec = the column's precision: a value needing more digits raises InvalidOperation
     ctx = decimal.Context(prec=precision, rounding=decimal.ROUND_HALF_EVEN, traps=[decimal.InvalidOperation])
     quantize = Decimal.quantize
+    cache = _QUANTIZED.setdefault((precision, scale), {})
+    if len(cache) > _QUANTIZED_MAX:
+        cache.clear()
+    cached = cache.get
     out: list[Decimal | None] = []
     append = out.append
     for value in values:
+        hit = cached(value) if type(value) is Decimal else None
+        if hit is not None:
+            append(hit)
+            continue
         if type(value) is not Decimal:
             if value is None and nullable:
                 append(None)
@@ -196,6 +213,7 @@ def _decimal_array(table: str, column: str, values: Sequence[Any], precision: in
         if quantized is None or not quantized.is_finite():
             expected = f"at most {precision - scale} integer digits" if value.is_finite() else "a finite number"
             raise ValueError(f"{table}.{column}={value!r}: expected {expected} (Decimal({precision}, {scale}))")
+        cache[value] = quantized
         append(quantized)
     return pa.array(out, pa.decimal128(precision, scale))
 
@@ -205,9 +223,9 @@ def _array(table: str, column: str, kind: tuple, values: Sequence[Any]) -> pa.Ar
     if tag in ("decimal", "decimal?"):
         return _decimal_array(table, column, values, kind[1], kind[2], tag == "decimal?")
     if tag == "ts":
-        for value in values:
-            if type(value) is not int:
-                raise ValueError(f"{table}.{column}={value!r}: expected int nanoseconds since the epoch")
+        if set(map(type, values)) - {int}:  # in C; pyarrow alone would truncate a float
+            bad = next(v for v in values if type(v) is not int)
+            raise ValueError(f"{table}.{column}={bad!r}: expected int nanoseconds since the epoch")
     elif tag == "float":
         values = [float(v) for v in values]
     try:
@@ -229,15 +247,15 @@ def to_arrow(table: str, events: list) -> pa.Table:
     """
     _check_table(table)
     expected = TABLES[table]
-    for event in events:
-        if type(event) is not expected:
-            raise ValueError(f"{table}: got {type(event).__name__}, expected {expected.__name__}")
+    if set(map(type, events)) - {expected}:  # in C
+        wrong = next(e for e in events if type(e) is not expected)
+        raise ValueError(f"{table}: got {type(wrong).__name__}, expected {expected.__name__}")
     columns = COLUMNS[table]
-    rows = _ROWS[table](events)
-    if rows:
-        by_column = list(zip(*rows))
+    if table in _FLAT_STRUCTS:  # one C-level pass per column: no row tuples, no transpose
+        by_column = [list(map(attrgetter(name), events)) for name, _ in columns]
     else:
-        by_column = [() for _ in columns]
+        rows = _ROWS[table](events)
+        by_column = list(zip(*rows)) if rows else [() for _ in columns]
     arrays = [_array(table, name, kind, values) for (name, kind), values in zip(columns, by_column)]
     return pa.Table.from_arrays(arrays, schema=_SCHEMAS[table])
 
