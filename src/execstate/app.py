@@ -288,7 +288,12 @@ def open_recorder(settings: Settings) -> tuple[Any, Any]:
     from execstate.record.recorder import Recorder
     from execstate.record.spool import Spool
 
-    sink = ClickHouseSink(settings.clickhouse_dsn())
+    if settings.recorder.writer_process:
+        from execstate.record.process_sink import ProcessSink
+
+        sink: Any = ProcessSink(settings.clickhouse_dsn())
+    else:
+        sink = ClickHouseSink(settings.clickhouse_dsn())
     try:
         sink.ensure_schema()
     except SinkError as exc:  # the database is down: batches spool until it is back

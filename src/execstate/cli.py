@@ -252,6 +252,7 @@ def status(config: ConfigOpt = None, as_json: Annotated[bool, typer.Option("--js
         table.add_column("value")
         halt = result["halt"]
         rows = [
+            ("phase", result.get("phase", "running")),
             ("connection", result["connection"]),
             ("last callback gap", "no callback yet" if result["callback_gap_s"] is None else f"{result['callback_gap_s']:.3f} s"),
             ("queue depth", f"{result['queue_depth']:,}"),

@@ -136,6 +136,9 @@ class RecorderSettings(_Model):
     batch_ms: PositiveMs = 200
     spool_max_bytes: Annotated[int, Field(gt=0, strict=True)] = 1 << 30
     parquet_snapshots: Flag = True
+    # write from a child process: the embedded engine holds the GIL while inserting, which
+    # would stretch the pipeline's latency tail (measured: ms stalls)
+    writer_process: Flag = True
 
 
 class Settings(_Model):

@@ -142,6 +142,7 @@ class Service:
         )
         self.control = ControlServer(state, self.handlers())
         self.started_ns = 0
+        self.phase = "starting"  # -> "running" once start-up (replay, opening reconcile) is done -> "stopping"
         self.startup: ReconcileResult | None = None
         self.replayed = 0
 
@@ -182,6 +183,7 @@ class Service:
             self.halt.enter(f"start-up took {elapsed_ms:.0f} ms > deadline {self.settings.reconcile.deadline_ms} ms")
         self._compare_with(previous)
         self.monitor.start()
+        self.phase = "running"
         log.info("service_started", day=self.day, replayed=self.replayed, accounts=list(self.accounts), startup_ms=round(elapsed_ms, 1), halted=self.halt.is_halted)
         return self
 
@@ -195,6 +197,7 @@ class Service:
                 log.info("snapshot_difference", account=key[0], strategy=key[1], symbol=key[2], last_snapshot=before.get(key, 0), now=now.get(key, 0))
 
     def stop(self) -> None:
+        self.phase = "stopping"
         self.monitor.stop()
         stop_play = getattr(self, "playback", None)
         if stop_play is not None:
@@ -222,6 +225,7 @@ class Service:
         last = self.reconciler.last
         now = time.time_ns()
         return {
+            "phase": self.phase,
             "connection": hb.connection.value,
             "connection_since_ns": hb.connection_since_ns,
             "last_callback_ns": hb.last_callback_ns,
@@ -237,12 +241,18 @@ class Service:
             "recorder": self.recorder.stats() if self.recorder is not None else None,
         }
 
+    def _require_running(self) -> None:
+        if self.phase != "running":
+            raise RuntimeError(f"execstate is {self.phase} (replaying the journal and reconciling with the broker): try again in a moment")
+
     def _snapshot(self, _args: dict) -> dict:
+        self._require_running()
         snap = self.pipeline.snapshot()
         return {"seq": snap.seq, "ts": snap.ts, "positions": positions_as_dicts(snap),
                 "unrealized": {f"{p.account}|{p.strategy}|{p.symbol}": str(p.unrealized_pnl) for p in snap.positions}}
 
     def _reconcile(self, args: dict) -> dict:
+        self._require_running()
         symbols = args.get("symbols") or None
         accounts = args.get("accounts") or None
         result = self.monitor.request(accounts, symbols, reason="operator", wait_s=self.settings.reconcile.deadline_ms / 1000 + 30)

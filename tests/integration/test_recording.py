@@ -31,7 +31,8 @@ def start(cwd, env, pace="300"):
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(proc.stderr.read()[-3000:])
-        if cli("status", "--json", cwd=cwd, env=env).returncode in (0, 1):
+        answer = cli("status", "--json", cwd=cwd, env=env)
+        if answer.returncode in (0, 1) and json.loads(answer.stdout).get("phase") == "running":
             return proc
         time.sleep(0.2)
     proc.kill()

@@ -23,7 +23,8 @@ def start(cwd, *args):
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"service exited early: {proc.stderr.read()[-2000:]}")
-        if cli("status", "--json", cwd=cwd).returncode in (0, 1):
+        answer = cli("status", "--json", cwd=cwd)
+        if answer.returncode in (0, 1) and json.loads(answer.stdout).get("phase") == "running":
             return proc
         time.sleep(0.2)
     proc.kill()

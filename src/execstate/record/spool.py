@@ -282,6 +282,16 @@ class Spool:
         log.error("spool_file_corrupt", path=str(path), reason=reason, moved_to=str(bad))
 
 
+def encode_batch(batch: Mapping[str, list[Any]]) -> bytes:
+    """A batch as msgpack (exact Decimals; decoded back to the same event types by `decode_batch`)."""
+    return _encoder.encode({name: events for name, events in batch.items() if events})
+
+
+def decode_batch(data: bytes | memoryview) -> dict[str, list[Any]]:
+    decoded = _decoder.decode(data)
+    return {name: events for name in TABLES if (events := getattr(decoded, name))}
+
+
 def _encode(batch: Mapping[str, list[Any]], rows: int, created_ns: int) -> bytes:
     payload = _encoder.encode({name: events for name, events in batch.items() if events})
     return _HEADER.pack(MAGIC, VERSION, zlib.crc32(payload), rows, created_ns) + payload
