@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-test
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: demo test bench venv clean
+.PHONY: demo test bench venv tools clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -21,10 +21,18 @@ $(BENCH_STAMP): pyproject.toml $(STAMP)
 
 venv: $(STAMP)
 
+# promtool (Debian's prometheus package) checks and unit-tests the alert rules in `make test`
+tools:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian's prometheus package (promtool)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	  else echo "promtool not found: install Debian's prometheus package (sudo apt-get install prometheus)"; exit 1; fi; }
+
 demo: $(STAMP)
 	$(VENV)/bin/execstate demo
 
-test: $(STAMP)
+test: $(STAMP) tools
 	$(PY) -m pytest
 
 bench: $(BENCH_STAMP)
