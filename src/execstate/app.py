@@ -39,6 +39,7 @@ from execstate.normalize.worker import Normalizer
 from execstate.positions.fees import FeeSchedule
 from execstate.positions.snapshots import Snapshotter
 from execstate.positions.store import PositionStore
+from execstate.telemetry.histogram import LATENCY_MS_BOUNDS, BucketHistogram
 from execstate.telemetry.logging import get_logger
 from execstate.telemetry.stats import PipelineStats
 
@@ -72,6 +73,7 @@ class Pipeline:
     def __init__(self, settings: Settings, *, intents: IntentRegistry | None = None, journal_path: Path | None = None, raw_queue: queue.SimpleQueue | None = None, snapshot_path: Path | None = None) -> None:
         self.settings = settings
         self.stats = PipelineStats()
+        self.latency_ms = BucketHistogram(LATENCY_MS_BOUNDS)  # callback -> visible, for /metrics
         self.intents = intents if intents is not None else IntentRegistry(dict(settings.strategies.tags))
         fees = FeeSchedule(settings.fees)
         self.store = PositionStore(fees)
@@ -134,8 +136,10 @@ class Pipeline:
         if fill_recv:
             now = time.time_ns()
             add = stats.latency_ns.add
+            observe = self.latency_ms.observe
             for ts in fill_recv:
                 add(now - ts)
+                observe((now - ts) / 1e6)
         self._fan_out(out)
 
     def attach_recorder(self, submit: Any) -> None:

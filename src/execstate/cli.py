@@ -235,6 +235,7 @@ def run(
     halt = service.halt.status()
     typer.echo(f"execstate running: broker {broker}, day {service.day}, accounts {', '.join(service.accounts)}; "
                f"control socket {service.control.socket_path}; {'HALTED: ' + halt.reason if halt.halted else 'not halted'}", err=True)
+    typer.echo(f"metrics: {service.metrics_url or 'unavailable (see the log)'}", err=True)
     stop.wait()
     service.stop()
     typer.echo("execstate stopped: queue drained, last snapshot written", err=True)
@@ -259,6 +260,7 @@ def status(config: ConfigOpt = None, as_json: Annotated[bool, typer.Option("--js
             ("outstanding orders", f"{result['outstanding_orders']:,}"),
             ("HALT", f"HALTED: {halt['reason']}" if halt["halted"] else "no"),
             ("uptime", f"{result['uptime_s']:,.0f} s"),
+            ("metrics", result.get("metrics_url") or "unavailable"),
             ("journal", result["journal"]),
         ]
         rows += [(name, f"{value:,}") for name, value in result["counts"].items()]

@@ -141,6 +141,10 @@ class RecorderSettings(_Model):
     writer_process: Flag = True
 
 
+class TelemetrySettings(_Model):
+    metrics_port: Annotated[int, Field(ge=0, le=65535, strict=True)] = 9464  # loopback only; 0 = any free port
+
+
 class Settings(_Model):
     state_dir: Path = Path("state")
     snapshot_interval_ms: PositiveMs = 1000
@@ -153,6 +157,7 @@ class Settings(_Model):
     strategies: StrategySettings = Field(default_factory=StrategySettings)
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
     recorder: RecorderSettings = Field(default_factory=RecorderSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
 
     def clickhouse_dsn(self, env: Mapping[str, str] | None = None) -> str:
         """CLICKHOUSE_DSN, else `recorder.dsn`, else the embedded engine under the state directory."""

@@ -39,6 +39,7 @@ from execstate.reconcile.halt import HaltState
 from execstate.reconcile.monitor import Monitor
 from execstate.reconcile.reconciler import ReconcileResult, Reconciler, attribution_from, reconcile_record
 from execstate.telemetry.logging import get_logger
+from execstate.telemetry.metrics import MetricSources, ReconcileMetrics, registry_for, start_metrics_server, stop_metrics_server
 
 log = get_logger("execstate.service")
 _TAIPEI = dt.timezone(dt.timedelta(hours=8))
@@ -141,12 +142,23 @@ class Service:
             self._sequence_gap, self.halt,
         )
         self.control = ControlServer(state, self.handlers())
+        self.reconcile_metrics = ReconcileMetrics(settings.reconcile.deadline_ms)
+        self.metrics_sources = MetricSources(
+            stats=self.pipeline.stats, latency=self.pipeline.latency_ms, heartbeat=self.bridge.heartbeat, halt=self.halt.status,
+            reconcile=self.reconcile_metrics, gateway_stats=self.gateway.stats,
+            recorder_stats=lambda: self.recorder.stats() if self.recorder is not None else None,
+            raw_queue_depth=self.pipeline.queue.qsize,
+            orders_working=lambda: self.pipeline.on_worker(self.pipeline.normalizer.orders.working, timeout=0.5),
+        )
+        self.metrics_server: Any = None
+        self.metrics_url = ""
         self.started_ns = 0
         self.phase = "starting"  # -> "running" once start-up (replay, opening reconcile) is done -> "stopping"
         self.startup: ReconcileResult | None = None
         self.replayed = 0
 
     def _record_result(self, result: ReconcileResult) -> None:
+        self.reconcile_metrics.record(result)
         if self.recorder is not None:
             self.recorder.submit(reconcile_record(result))
 
@@ -183,9 +195,17 @@ class Service:
             self.halt.enter(f"start-up took {elapsed_ms:.0f} ms > deadline {self.settings.reconcile.deadline_ms} ms")
         self._compare_with(previous)
         self.monitor.start()
+        self._start_metrics()
         self.phase = "running"
         log.info("service_started", day=self.day, replayed=self.replayed, accounts=list(self.accounts), startup_ms=round(elapsed_ms, 1), halted=self.halt.is_halted)
         return self
+
+    def _start_metrics(self) -> None:
+        """Prometheus /metrics on loopback; a port in use is logged, never fatal."""
+        try:
+            self.metrics_server, self.metrics_url = start_metrics_server(registry_for(self.metrics_sources), port=self.settings.telemetry.metrics_port)
+        except OSError as exc:
+            log.error("metrics_unavailable", port=self.settings.telemetry.metrics_port, error=str(exc))
 
     def _compare_with(self, previous: PositionSnapshot | None) -> None:
         if previous is None:
@@ -206,6 +226,8 @@ class Service:
         if self.recorder is not None:
             self.recorder.stop()  # what cannot reach the database stays in the spool
         self.control.stop()
+        if self.metrics_server is not None:
+            stop_metrics_server(self.metrics_server)
         self.gateway.close()
         log.info("service_stopped", fills=self.pipeline.stats.fills)
 
@@ -237,6 +259,7 @@ class Service:
             "last_reconcile": _summary(last) if last else None,
             "journal": str(self.journal_path),
             "uptime_s": round((now - self.started_ns) / 1e9, 1),
+            "metrics_url": self.metrics_url,
             "broker_budget": self.gateway.stats() if hasattr(self.gateway, "stats") else None,
             "recorder": self.recorder.stats() if self.recorder is not None else None,
         }

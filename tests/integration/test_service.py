@@ -71,6 +71,14 @@ def test_run_status_snapshot_reconcile_and_sigterm_then_restart_rebuilds_the_sam
         assert before and set(before[0]) == {"account", "strategy", "symbol", "quantity", "avg_price", "realized_pnl", "fees", "taxes"}
         table = cli("status", cwd=workdir)
         assert table.returncode == 0 and "outstanding orders" in table.stdout
+        url = json.loads(cli("status", "--json", cwd=workdir).stdout)["metrics_url"]
+        assert url.startswith("http://127.0.0.1:")
+        import urllib.request
+
+        text = urllib.request.urlopen(url, timeout=10).read().decode()
+        fills = json.loads(cli("status", "--json", cwd=workdir).stdout)["counts"]["fills"]
+        assert f'execution_events_total{{type="fill"}} {float(fills)}' in text
+        assert "position_delta_latency_ms_bucket" in text and "halt_state 0.0" in text
     finally:
         err = stop(proc)
     assert "execstate stopped" in err

@@ -1,0 +1,304 @@
+"""Prometheus exposition: plain values read at scrape time, served on loopback.
+
+Entry points: `MetricSources` (what to read), `ExecstateCollector(sources)` (a
+prometheus_client custom collector), `ReconcileMetrics(deadline_ms).record(result)`,
+`registry_for(sources)`, `start_metrics_server(registry, host, port) -> (server, url)`,
+`stop_metrics_server(server)`.
+
+Invariants:
+- Nothing here runs on the pipeline thread: the collector reads `PipelineStats` ints, the
+  latency `BucketHistogram` and the other sources when Prometheus scrapes. The only hot-path
+  cost is the histogram's `observe`.
+- A source that is None (or a callable returning None) is left out; one that raises (or returns something unreadable) is
+  logged at debug and its families are left out. A scrape never fails because of a source,
+  and a family is yielded only once it is complete.
+- Counters come from monotonic ints (pipeline, gateway and recorder counters; the
+  `ReconcileMetrics` accumulator), so they only grow for the life of the process.
+- One registry per service (`registry_for`), never prometheus_client's global one.
+- The HTTP server binds a loopback address only.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+from execstate.telemetry import names as n
+from execstate.telemetry.histogram import RECONCILE_MS_BOUNDS, BucketHistogram
+from execstate.telemetry.logging import get_logger
+from execstate.telemetry.stats import PipelineStats
+
+log = get_logger("execstate.metrics")
+
+# execution_events_total{type}: label -> PipelineStats attribute
+EVENT_TYPES: tuple[tuple[str, str], ...] = (
+    ("order", "orders"), ("fill", "fills"), ("duplicate", "duplicates"), ("dead_letter", "dead_letters"),
+    ("correction", "corrections"), ("late", "late_events"), ("unexpected_transition", "unexpected_transitions"),
+    ("order_failure", "order_failures"), ("overfill", "overfills"), ("deal_before_order", "deals_before_order"),
+)
+MISMATCH_KINDS: tuple[str, ...] = ("quantity", "missing_ours", "missing_broker")  # Discrepancy.kind
+CONNECTION_STATES: tuple[str, ...] = ("up", "reconnecting", "down", "unknown")  # ConnectionState values
+OPENING_REASON = "startup"  # the reason the service gives its opening check
+
+_CALLABLE_SOURCES = frozenset({"heartbeat", "orders_working", "halt", "gateway_stats", "recorder_stats", "raw_queue_depth"})
+
+
+@dataclass
+class MetricSources:
+    """What the collector reads; every field is optional (None: those metrics are left out).
+
+    `stats`, `latency` (ms) and `reconcile` are objects read as they are; the others are
+    called once per scrape. `clock` gives wall time in ns for `callback_gap_seconds`.
+    """
+
+    stats: PipelineStats | None = None
+    latency: BucketHistogram | None = None
+    heartbeat: Callable[[], Any] | None = None  # -> Heartbeat (last_callback_ns, connection, ..., queue_depth)
+    orders_working: Callable[[], int] | None = None
+    halt: Callable[[], Any] | None = None  # -> HaltStatus-like with .halted
+    reconcile: ReconcileMetrics | None = None
+    gateway_stats: Callable[[], Any] | None = None  # -> GatewayStats (in_window, bans)
+    recorder_stats: Callable[[], Mapping[str, Any]] | None = None  # -> Recorder.stats()
+    raw_queue_depth: Callable[[], int] | None = None  # None: the heartbeat's queue_depth
+    clock: Callable[[], int] = time.time_ns
+
+
+@dataclass(frozen=True)
+class ReconcileSnapshot:
+    """Plain copies of `ReconcileMetrics`, taken under its lock."""
+
+    checks: int
+    mismatches: dict[str, int]
+    corrections: int
+    failures: int
+    last_mismatch_quantity: int
+    duration_buckets: list[tuple[float, int]]
+    duration_sum_ms: float
+
+
+class ReconcileMetrics:
+    """Accumulates reconciliation results for exposition.
+
+    Wire `record` into the reconciler's `on_result` (it runs on whichever thread ran the
+    check, so it takes a lock; it is not on the hot path). A failure is a check that
+    errored or ran past `deadline_ms`. The opening check (reason `OPENING_REASON`, unless
+    `opening` says otherwise) counts in duration and failures only: its differences are
+    positions carried from before today, not mismatches.
+    """
+
+    def __init__(self, deadline_ms: float, bounds: Iterable[float] = RECONCILE_MS_BOUNDS) -> None:
+        self.deadline_ms = deadline_ms
+        self._lock = threading.Lock()
+        self._duration = BucketHistogram(bounds)
+        self._mismatches = dict.fromkeys(MISMATCH_KINDS, 0)
+        self._checks = self._corrections = self._failures = self._last_mismatch = 0
+
+    def record(self, result: Any, *, opening: bool | None = None) -> None:
+        """Count one `ReconcileResult`."""
+        if opening is None:
+            opening = result.reason == OPENING_REASON
+        with self._lock:
+            self._checks += 1
+            self._duration.observe(result.duration_ms)
+            if result.error or result.duration_ms > self.deadline_ms:
+                self._failures += 1
+            if opening or result.error:
+                return  # nothing compared (error), or carried positions (opening)
+            for d in result.discrepancies:
+                self._mismatches[d.kind] = self._mismatches.get(d.kind, 0) + 1
+            self._corrections += len(result.corrections)
+            self._last_mismatch = max((abs(d.broker - d.ours) for d in result.discrepancies), default=0)
+
+    def snapshot(self) -> ReconcileSnapshot:
+        with self._lock:
+            buckets, total, _ = self._duration.snapshot()
+            return ReconcileSnapshot(self._checks, dict(self._mismatches), self._corrections, self._failures,
+                                     self._last_mismatch, buckets, total)
+
+
+class _Missing(Exception):
+    """A source is not configured, or failed (already logged)."""
+
+
+class ExecstateCollector(Collector):
+    """Yields execstate's metric families from `MetricSources` at each scrape."""
+
+    def __init__(self, sources: MetricSources) -> None:
+        self.sources = sources
+
+    def collect(self) -> Iterator[Metric]:
+        cache: dict[str, Any] = {}
+
+        def value(name: str) -> Any:
+            """The source's value for this scrape (called at most once), or raise `_Missing`."""
+            if name not in cache:
+                cache[name] = self._read(name)
+            if cache[name] is _MISSING:
+                raise _Missing(name)
+            return cache[name]
+
+        for build in _BUILDERS:
+            try:
+                families = list(build(value, self.sources))
+            except _Missing:
+                continue
+            except Exception as exc:  # unreadable values: leave these families out of this scrape
+                log.debug("metrics_family_skipped", family=build.__name__, error=repr(exc))
+                continue
+            yield from families
+
+    def _read(self, name: str) -> Any:
+        source = getattr(self.sources, name)
+        if source is None:
+            return _MISSING
+        if name not in _CALLABLE_SOURCES:
+            return source
+        try:
+            result = source()
+        except Exception as exc:
+            log.debug("metrics_source_failed", source=name, error=repr(exc))
+            return _MISSING
+        return _MISSING if result is None else result  # None: not there (yet), e.g. no recorder
+
+
+_MISSING = object()
+Value = Callable[[str], Any]
+
+
+def _optional(value: Value, name: str) -> Any:
+    try:
+        return value(name)
+    except _Missing:
+        return None
+
+
+def _events(value: Value, _src: MetricSources) -> Iterator[Metric]:
+    stats = value("stats")
+    fam = CounterMetricFamily(n.EXECUTION_EVENTS_TOTAL, "Execution events seen by the pipeline, by type.", labels=["type"])
+    for label, attr in EVENT_TYPES:
+        fam.add_metric([label], int(getattr(stats, attr)))
+    yield fam
+
+
+def _histogram(name: str, doc: str, buckets: list[tuple[float, int]], total: float) -> HistogramMetricFamily:
+    return HistogramMetricFamily(name, doc, buckets=[(floatToGoString(le), count) for le, count in buckets], sum_value=total)
+
+
+def _latency(value: Value, _src: MetricSources) -> Iterator[Metric]:
+    buckets, total, _ = value("latency").snapshot()
+    yield _histogram(n.POSITION_DELTA_LATENCY_MS, "Order callback to position delta visible to readers, ms.", buckets, total)
+
+
+def _connection(value: Value, src: MetricSources) -> Iterator[Metric]:
+    hb = value("heartbeat")
+    last = int(hb.last_callback_ns)
+    gap = max(0.0, (src.clock() - last) / 1e9) if last else 0.0
+    yield GaugeMetricFamily(n.CALLBACK_GAP_SECONDS, "Seconds since the last order callback (0 before the first).", value=gap)
+    state = str(getattr(hb.connection, "value", hb.connection))
+    yield GaugeMetricFamily(n.CONNECTION_UP, "1 when the Shioaji session is up.", value=1 if state == "up" else 0)
+    fam = GaugeMetricFamily(n.CONNECTION_STATE, "Shioaji session state (1 for the current one).", labels=["state"])
+    for known in (*CONNECTION_STATES, *(() if state in CONNECTION_STATES else (state,))):
+        fam.add_metric([known], 1 if known == state else 0)
+    yield fam
+
+
+def _orders_working(value: Value, _src: MetricSources) -> Iterator[Metric]:
+    yield GaugeMetricFamily(n.ORDERS_WORKING, "Orders that may still fill.", value=int(value("orders_working")))
+
+
+def _halt(value: Value, _src: MetricSources) -> Iterator[Metric]:
+    yield GaugeMetricFamily(n.HALT_STATE, "1 while HALTed.", value=1 if value("halt").halted else 0)
+
+
+def _reconcile(value: Value, _src: MetricSources) -> Iterator[Metric]:
+    snap: ReconcileSnapshot = value("reconcile").snapshot()
+    yield _histogram(n.RECONCILIATION_DURATION_MS, "Duration of one reconciliation, ms.", snap.duration_buckets, snap.duration_sum_ms)
+    fam = CounterMetricFamily(n.RECONCILIATION_MISMATCHES_TOTAL, "Differences from the broker found by checks, by kind.", labels=["kind"])
+    for kind, count in snap.mismatches.items():
+        fam.add_metric([kind], count)
+    yield fam
+    yield CounterMetricFamily(n.RECONCILIATION_CORRECTIONS_TOTAL, "Correcting events submitted by reconciliation.", value=snap.corrections)
+    yield GaugeMetricFamily(n.RECONCILIATION_LAST_MISMATCH_QUANTITY, "Largest |broker - ours| at the last check.",
+                            value=snap.last_mismatch_quantity)
+    yield CounterMetricFamily(n.RECONCILIATION_FAILURES_TOTAL, "Checks that errored or ran past the deadline.", value=snap.failures)
+
+
+def _queues(value: Value, _src: MetricSources) -> Iterator[Metric]:
+    fam = GaugeMetricFamily(n.QUEUE_DEPTH, "Items waiting in a queue.", labels=["queue"])
+    raw = _optional(value, "raw_queue_depth")
+    if raw is None:
+        hb = _optional(value, "heartbeat")
+        raw = hb.queue_depth if hb is not None else None
+    if raw is not None:
+        fam.add_metric(["raw"], int(raw))
+    rec = _optional(value, "recorder_stats")
+    if rec is not None and "queued" in rec:
+        fam.add_metric(["recorder"], int(rec["queued"]))
+    if fam.samples:
+        yield fam
+
+
+def _broker(value: Value, _src: MetricSources) -> Iterator[Metric]:
+    stats = value("gateway_stats")
+    fam = GaugeMetricFamily(n.BROKER_QUERY_BUDGET_USED, "Broker calls in the current rate-limit window, by group.", labels=["group"])
+    for group, used in sorted(stats.in_window.items()):
+        fam.add_metric([str(group)], int(used))
+    yield fam
+    yield CounterMetricFamily(n.BROKER_BANS_TOTAL, "Ban replies from the broker.", value=int(stats.bans))
+
+
+def _recorder(value: Value, _src: MetricSources) -> Iterator[Metric]:
+    rec = value("recorder_stats")
+    yield GaugeMetricFamily(n.RECORDER_SPOOL_ROWS, "Rows in the recorder's disk spool.", value=int(rec["spool_rows"]))
+    yield GaugeMetricFamily(n.RECORDER_SPOOL_BYTES, "Bytes in the recorder's disk spool.", value=int(rec["spool_bytes"]))
+    age = float(rec["spool_oldest_age_s"] or 0)
+    yield GaugeMetricFamily(n.RECORDER_SPOOL_OLDEST_AGE_SECONDS, "Age of the oldest spooled batch, s (0 when empty).", value=age)
+    yield CounterMetricFamily(n.RECORDER_ROWS_WRITTEN_TOTAL, "Rows written to the database.", value=int(rec["rows_written"]))
+
+
+_BUILDERS: tuple[Callable[[Value, MetricSources], Iterable[Metric]], ...] = (
+    _events, _latency, _connection, _orders_working, _halt, _reconcile, _queues, _broker, _recorder,
+)
+
+
+def registry_for(sources: MetricSources) -> CollectorRegistry:
+    """A fresh registry holding one `ExecstateCollector` (never the global default registry)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ExecstateCollector(sources))
+    return registry
+
+
+def start_metrics_server(registry: CollectorRegistry, host: str = "127.0.0.1", port: int = 0) -> tuple[Any, str]:
+    """Serve `registry` over HTTP on a loopback address, on a daemon thread.
+
+    `port=0` picks a free port. Returns (server, url of /metrics); stop it with
+    `stop_metrics_server(server)`. A non-loopback `host` is a ValueError: metrics stay on
+    the machine (put a proxy or an agent in front to export them).
+    """
+    if host != "localhost":
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise ValueError(f"metrics are served on a loopback address only, got {host!r}")
+    server, _thread = start_http_server(port, addr=host, registry=registry)
+    bound_host, bound_port = server.server_address[:2]
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    log.info("metrics_server_started", url=f"http://{shown}:{bound_port}/metrics")
+    return server, f"http://{shown}:{bound_port}/metrics"
+
+
+def stop_metrics_server(server: Any) -> None:
+    """Stop serving and close the socket (waits for the serving loop to end)."""
+    server.shutdown()
+    server.server_close()
