@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHES = ["callback_hold.py", "latency.py", "throughput.py", "startup_rebuild.py", "recorder.py"]
+BENCHES = ["callback_hold.py", "latency.py", "throughput.py", "startup_rebuild.py", "recorder.py", "metrics_overhead.py"]
 
 
 def main() -> int:
