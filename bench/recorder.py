@@ -43,34 +43,24 @@ def fills(n: int) -> list[FillEvent]:
     return out
 
 
-def through_process(root: Path, events: list) -> float:
-    """The same day through the default production path: the sink in a child process."""
-    sink = ProcessSink(f"chdb://{root / 'process'}")
+def record(sink, spool_dir: Path, events: list, batch_rows: int, rate: float | None = None) -> tuple[float, list[int], dict]:
+    """Submit `events` to a Recorder over `sink` (paced at `rate`/s, or as fast as possible),
+    wait until every one is durable; return (seconds, sorted submit->durable ns, stats)."""
     sink.ensure_schema()
-    recorder = Recorder(sink, Spool(root / "spool-process", 1 << 32), batch_rows=100_000, batch_ms=200).start()
+    recorder = Recorder(sink, Spool(spool_dir, 1 << 32), batch_rows=batch_rows, batch_ms=200).start()
     t0 = time.perf_counter()
-    for e in events:
+    for i, e in enumerate(events):
+        if rate is not None:
+            delay = t0 + i / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
         recorder.submit(e)
     assert recorder.flush(timeout_s=600), "flush timed out"
     elapsed = time.perf_counter() - t0
-    recorder.stop()
-    return elapsed
-
-
-def paced_delay(root: Path, events: list, rate: float) -> list[int]:
-    """Submit -> durable delay at a steady `rate` fills/s (the production shape), default batching."""
-    sink = ClickHouseSink(f"chdb://{root / 'ours'}")
-    recorder = Recorder(sink, Spool(root / "spool-paced", 1 << 32), batch_rows=10_000, batch_ms=200).start()
-    start = time.perf_counter()
-    for i, e in enumerate(events):
-        delay = start + i / rate - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
-        recorder.submit(e)
-    recorder.flush(timeout_s=120)
+    stats = recorder.stats()
     samples = sorted(recorder.durable_latency_ns.values())
     recorder.stop()
-    return samples
+    return elapsed, samples, stats
 
 
 def main() -> None:
@@ -88,19 +78,9 @@ def main() -> None:
         bare = time.perf_counter() - t0
         sink.close()
 
-        sink = ClickHouseSink(f"chdb://{root / 'ours'}")
-        sink.ensure_schema()
-        recorder = Recorder(sink, Spool(root / "spool", 1 << 32), batch_rows=100_000, batch_ms=200).start()
-        t0 = time.perf_counter()
-        for e in events:
-            recorder.submit(e)
-        assert recorder.flush(timeout_s=600), "flush timed out"
-        ours = time.perf_counter() - t0
-        stats = recorder.stats()
-        lat = sorted(recorder.durable_latency_ns.values())
-        recorder.stop()
-        paced = paced_delay(root, events[:30_000], rate=10_000)
-        process_s = through_process(root, events)
+        ours, lat, stats = record(ClickHouseSink(f"chdb://{root / 'ours'}"), root / "spool", events, batch_rows=100_000)
+        _, paced, _ = record(ClickHouseSink(f"chdb://{root / 'paced'}"), root / "spool-paced", events[:30_000], batch_rows=10_000, rate=10_000)
+        process_s, _, _ = record(ProcessSink(f"chdb://{root / 'process'}"), root / "spool-process", events, batch_rows=100_000)
         check = ClickHouseSink(f"chdb://{root / 'ours'}")
         stored = check.count("fills")
         check.close()

@@ -125,10 +125,10 @@ class Pipeline:
                 elif type(event) is OrderEvent:
                     out.append(event)
                 else:
-                    self._park(event)
+                    self.park(event)
             except Exception as exc:  # a bug on one event must not stop the books
                 log.exception("event_failed", error=repr(exc))
-                self._park(DeadLetter(reason=f"internal error: {exc!r}"[:300], state=str(raw[1])[:40], ts_recv=raw[0], msg=repr(raw[2])[:1000]))
+                self.park(DeadLetter(reason=f"internal error: {exc!r}"[:300], state=str(raw[1])[:40], ts_recv=raw[0], msg=repr(raw[2])[:1000]))
         if journal is not None:
             journal.flush()
             stats.journal_lines = journal.lines
@@ -149,7 +149,8 @@ class Pipeline:
             self.bus.subscribe(topic, submit)
         self._record_dead = submit
 
-    def _park(self, dead: DeadLetter) -> None:
+    def park(self, dead: DeadLetter) -> None:
+        """Keep a rejected event (bounded), count nothing (the caller did), log and record it."""
         self.dead_letters.append(dead)
         if self._record_dead is not None:
             self._record_dead(dead)
@@ -282,17 +283,22 @@ def apply_runtime_tuning(settings: Settings) -> None:
         gc.freeze()
 
 
-def open_recorder(settings: Settings) -> tuple[Any, Any]:
+def open_recorder(settings: Settings, *, spool_dir: Path | None = None, in_process: bool = False, require_database: bool = False) -> tuple[Any, Any]:
     """(recorder, sink) for these settings (DSN from CLICKHOUSE_DSN, the config, or the
     embedded engine under the state directory), with its spool; (None, None) when disabled.
-    Not started: the caller starts it before the pipeline, so a previous run's spool drains first."""
+
+    Not started: the caller starts it before the pipeline, so a previous run's spool drains
+    first. A database that is down at start is logged and the batches spool until it is back,
+    unless `require_database`, which raises `SinkError` instead (a replay must not spool behind
+    a running service's back). `in_process` overrides `recorder.writer_process` (short jobs).
+    """
     if not settings.recorder.enabled:
         return None, None
     from execstate.record.clickhouse import ClickHouseSink, SinkError
     from execstate.record.recorder import Recorder
     from execstate.record.spool import Spool
 
-    if settings.recorder.writer_process:
+    if settings.recorder.writer_process and not in_process:
         from execstate.record.process_sink import ProcessSink
 
         sink: Any = ProcessSink(settings.clickhouse_dsn())
@@ -300,9 +306,12 @@ def open_recorder(settings: Settings) -> tuple[Any, Any]:
         sink = ClickHouseSink(settings.clickhouse_dsn())
     try:
         sink.ensure_schema()
-    except SinkError as exc:  # the database is down: batches spool until it is back
+    except SinkError as exc:
+        if require_database:
+            sink.close()
+            raise
         log.warning("clickhouse_unavailable_at_start", error=str(exc))
-    spool = Spool(Path(settings.state_dir) / "spool", settings.recorder.spool_max_bytes)
+    spool = Spool(spool_dir or Path(settings.state_dir) / "spool", settings.recorder.spool_max_bytes)
     return Recorder(sink, spool, settings.recorder.batch_rows, settings.recorder.batch_ms), sink
 
 

@@ -41,7 +41,7 @@ def replay_journal_into(pipeline: Pipeline, path: Path, chunk: int = 4096) -> in
         count += len(batch)
     for number, reason in reader.bad_lines:
         pipeline.stats.dead_letters += 1
-        pipeline._park(DeadLetter(reason=f"journal line {number}: {reason}", state="", ts_recv=0, msg=None))
+        pipeline.park(DeadLetter(reason=f"journal line {number}: {reason}", state="", ts_recv=0, msg=None))
     pipeline.bad_journal_lines = len(reader.bad_lines)
     return count
 
@@ -65,20 +65,16 @@ def replay_journal(path: Path, settings: Settings, intents: IntentRegistry | Non
 
 
 def _recorder_for_replay(settings: Settings, pipeline: Pipeline) -> Any:
-    from execstate.record.clickhouse import ClickHouseSink, SinkError
-    from execstate.record.recorder import Recorder
-    from execstate.record.spool import Spool
+    from execstate.record.clickhouse import SinkError
 
-    sink = ClickHouseSink(settings.clickhouse_dsn())
     try:
-        sink.ensure_schema()
+        recorder, _ = open_recorder(settings, spool_dir=Path(tempfile.mkdtemp(prefix="execstate-replay-spool-")), in_process=True, require_database=True)
     except SinkError as exc:
-        sink.close()
         pipeline.record_error = str(exc)
         return None
-    spool = Spool(Path(tempfile.mkdtemp(prefix="execstate-replay-spool-")), settings.recorder.spool_max_bytes)
-    recorder = Recorder(sink, spool, settings.recorder.batch_rows, settings.recorder.batch_ms).start()
-    pipeline.attach_recorder(recorder.submit)
+    if recorder is not None:
+        recorder.start()
+        pipeline.attach_recorder(recorder.submit)
     return recorder
 
 

@@ -169,7 +169,8 @@ class Service:
     def _sequence_gap(self, key: str) -> bool:
         try:
             health = self.api.trade_cache_health(self.accounts[key])
-        except Exception:
+        except Exception as exc:  # no verdict this time: the periodic poll still reconciles
+            log.warning("trade_cache_health_failed", account=key, error=repr(exc)[:200])
             return False
         state = str(getattr(health.state, "value", health.state))
         return state == "Degraded" and any(str(getattr(r.reason, "value", r.reason)) == "SequenceGap" for r in health.reasons)
@@ -260,7 +261,7 @@ class Service:
             "journal": str(self.journal_path),
             "uptime_s": round((now - self.started_ns) / 1e9, 1),
             "metrics_url": self.metrics_url,
-            "broker_budget": self.gateway.stats() if hasattr(self.gateway, "stats") else None,
+            "broker_budget": self.gateway.stats(),
             "recorder": self.recorder.stats() if self.recorder is not None else None,
         }
 
@@ -295,8 +296,8 @@ def _summary(r: ReconcileResult) -> dict:
     return {
         "reason": r.reason, "accounts": list(r.accounts), "started_ns": r.started_ns, "duration_ms": round(r.duration_ms, 1),
         "records_resubmitted": r.records_resubmitted, "recovered_fills": r.recovered_fills,
-        "discrepancies": [{"account": d.account, "symbol": d.symbol, "ours": d.ours, "broker": d.broker} for d in r.discrepancies],
-        "pending": [{"account": d.account, "symbol": d.symbol, "ours": d.ours, "broker": d.broker} for d in r.pending],
-        "corrections": [{"account": c.account, "strategy": c.strategy, "symbol": c.symbol, "quantity": c.quantity, "price": c.price, "reason": c.reason} for c in r.corrections],
+        "discrepancies": msgspec.to_builtins(r.discrepancies),
+        "pending": msgspec.to_builtins(r.pending),
+        "corrections": msgspec.to_builtins(r.corrections),
         "error": r.error, "halted": r.halted,
     }

@@ -103,7 +103,7 @@ class PositionStore:
             group = self._groups[group_key] = _Group()
         key = _new_key(PositionKey, (fill.account, fill.strategy, fill.symbol))
         before = self._positions.get(key) or PositionState(fill.multiplier)
-        order_key = (fill.ts_event, len(fill.exchange_seq), fill.exchange_seq, fill.event_id)  # canonical_key(fill), inlined
+        order_key = canonical_key(fill)
         if order_key > group.last:
             group.fills.append(fill)
             group.last = order_key

@@ -126,8 +126,9 @@ class Reconciler:
             in_flight = self._in_flight()  # a barrier: everything resubmitted is booked
             result.recovered_fills = self._fills_booked() - before
             positions = self._view().positions
-            found = diff(book_quantities(positions), broker.quantities(), wanted, symbol_set)
-            checked = [k for k in {*book_quantities(positions), *broker.quantities()} if k[0] in wanted and (symbol_set is None or k[1] in symbol_set)]
+            ours, theirs = book_quantities(positions), broker.quantities()
+            found = diff(ours, theirs, wanted, symbol_set)
+            checked = [k for k in {*ours, *theirs} if k[0] in wanted and (symbol_set is None or k[1] in symbol_set)]
             confirmed = found if opening else self.tracker.observe(found, in_flight, checked)
             result.discrepancies = found
             result.pending = [d for d in found if d not in confirmed]
