@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 
-from common import percentile, print_table, synthetic_events, write_results
+from common import percentile, print_table, production_logging, synthetic_events, write_results
 
 import shioaji as sj
 
@@ -88,6 +88,7 @@ def run(kind: str, events, pace) -> list[int]:
 
 def main() -> None:
     rows, result = [], {}
+    production_logging("callback_hold")  # as in production: position_adjusted lines rendered at info
     for label, n, pace in (("1k events/s", N_PACED, 1000.0), ("saturation", N_SATURATED, None)):
         events = synthetic_events(n, seed=11)
         med = {"bare": [], "ours": []}

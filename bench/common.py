@@ -68,6 +68,18 @@ def synthetic_events(n_events: int, seed: int = 7, deals_per_order: int = 2, sym
     return events[:n_events]
 
 
+def production_logging(name: str) -> Path:
+    """Log as `execstate run` does in production (JSON lines at info, `position_adjusted` lines
+    included), to a temporary file rather than stderr; returns the file's path."""
+    import tempfile
+
+    from execstate.telemetry.logging import configure_logging
+
+    path = Path(tempfile.mkdtemp(prefix="execstate-bench-log-")) / f"{name}.jsonl"
+    configure_logging(json=True, level="info", file=path, console_level="warning")
+    return path
+
+
 def percentile(sorted_values: list[float], q: float) -> float:
     if not sorted_values:
         return float("nan")

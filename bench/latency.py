@@ -17,7 +17,7 @@ import threading
 import time
 
 from callback_hold import _Api
-from common import percentile, print_table, synthetic_events, write_results
+from common import percentile, print_table, production_logging, synthetic_events, write_results
 
 import shioaji as sj
 
@@ -99,6 +99,7 @@ def run_floor(events, rate: float) -> list[int]:
 
 def main() -> None:
     rows, result = [], {}
+    production_logging("latency")  # as in production: position_adjusted lines rendered at info
     for rate in (1000.0, 10000.0):
         events = synthetic_events(int(rate * SECONDS), seed=int(rate))
         for busy in (False, True):

@@ -8,7 +8,7 @@ import os
 import statistics
 import time
 
-from common import print_table, synthetic_events, write_results
+from common import print_table, production_logging, synthetic_events, write_results
 
 from execstate.app import Pipeline
 from execstate.config import load_settings
@@ -32,6 +32,7 @@ def run(raws: list, with_metrics: bool) -> float:
 
 
 def main() -> None:
+    production_logging("metrics_overhead")  # as in production: position_adjusted lines rendered at info
     raws = [(time.time_ns(), s, m) for s, m in synthetic_events(90_000)]
     res: dict[bool, list[float]] = {True: [], False: []}
     for r in range(ROUNDS):

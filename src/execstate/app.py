@@ -1,7 +1,7 @@
 """Composition root: the only module that wires the stages together.
 
 Entry points: `Pipeline` (queue -> journal -> normalizer -> store -> bus), `Pipeline.start()`
-/ `.stop()` (worker and snapshot threads), `Pipeline.process_batch(raws)` (synchronous, for
+/ `.stop()` (worker, snapshot and adjustment-log threads), `Pipeline.process_batch(raws)` (synchronous, for
 replay and tests), `positions_as_dicts(snapshot)` (the stable `replay --json` shape),
 `apply_runtime_tuning(settings)`. The demo and replays are composed in `jobs`, the service in
 `service`.
@@ -13,6 +13,10 @@ Invariants:
 - The worker loop never dies silently: a failure on one event is counted, logged and the
   event parked as a dead letter; the loop goes on.
 - `stop()` drains everything queued before it, then returns.
+- Raw events queued from inside the service (`submit`: broker records resubmitted by a
+  reconciliation, corrections) travel as `RawExecEvent`, the callback's as bare tuples, so
+  the normalizer can tell a live re-delivery from a recovery when it drops a duplicate.
+- A dead letter never keeps `person_id` (it is recorded).
 """
 
 from __future__ import annotations
@@ -32,13 +36,16 @@ from execstate.bus import TOPIC_DELTA, TOPIC_FILL, TOPIC_ORDER, TOPIC_SNAPSHOT, 
 from execstate.bridge.journal import JournalWriter
 from execstate.config import Settings
 from execstate.domain.events import DeadLetter, FillEvent, OrderEvent, PositionSnapshot
+from execstate.domain.events import RawExecEvent
 from execstate.domain.money import fmt_decimal
+from execstate.domain.payloads import to_plain, without_person_id
 from execstate.normalize.instruments import InstrumentResolver
 from execstate.normalize.intents import IntentRegistry
 from execstate.normalize.worker import Normalizer
 from execstate.positions.fees import FeeSchedule
 from execstate.positions.snapshots import Snapshotter
 from execstate.positions.store import PositionStore
+from execstate.telemetry.adjustments import AdjustmentLog
 from execstate.telemetry.histogram import LATENCY_MS_BOUNDS, BucketHistogram
 from execstate.telemetry.logging import get_logger
 from execstate.telemetry.stats import PipelineStats
@@ -90,6 +97,8 @@ class Pipeline:
         self.record_error = ""  # why events were not recorded (replay without a database)
         self.recorded: dict[str, Any] | None = None
         self.snapshotter = Snapshotter(self.store, settings.snapshot_interval_ms, self._emit_snapshot)
+        # one `position_adjusted` line per delta, rendered per batch, written by its own thread (telemetry.adjustments)
+        self.adjustments = AdjustmentLog().attach(self.bus) if settings.telemetry.log_adjustments else None
 
     def _emit_snapshot(self, snapshot: PositionSnapshot) -> None:
         if self.snapshot_path is not None:
@@ -128,7 +137,7 @@ class Pipeline:
                     self.park(event)
             except Exception as exc:  # a bug on one event must not stop the books
                 log.exception("event_failed", error=repr(exc))
-                self.park(DeadLetter(reason=f"internal error: {exc!r}"[:300], state=str(raw[1])[:40], ts_recv=raw[0], msg=repr(raw[2])[:1000]))
+                self.park(DeadLetter(reason=f"internal error: {exc!r}"[:300], state=str(raw[1])[:40], ts_recv=raw[0], msg=_dead_msg(raw[2])))
         if journal is not None:
             journal.flush()
             stats.journal_lines = journal.lines
@@ -141,6 +150,8 @@ class Pipeline:
                 add(now - ts)
                 observe((now - ts) / 1e6)
         self._fan_out(out)
+        if self.adjustments is not None:
+            self.adjustments.flush()  # this batch's position_adjusted lines, rendered at once, written off the worker
 
     def attach_recorder(self, submit: Any) -> None:
         """Send every order, fill, delta, snapshot and dead letter to `submit` (the recorder's
@@ -228,10 +239,11 @@ class Pipeline:
 
     def submit(self, state: str, msg: dict) -> None:
         """Queue a raw event from inside the service (recovered broker records, corrections)."""
+        raw = RawExecEvent(time.time_ns(), state, msg)
         if self._thread is None:
-            self.process_batch([(time.time_ns(), state, msg)])
+            self.process_batch([raw])
         else:
-            self.queue.put((time.time_ns(), state, msg))
+            self.queue.put(raw)
 
     def start(self) -> Pipeline:
         if self._thread is not None:
@@ -240,6 +252,8 @@ class Pipeline:
         self._thread = threading.Thread(target=self._run, name="execstate-pipeline", daemon=True)
         self._thread.start()
         self.snapshotter.start()
+        if self.adjustments is not None:
+            self.adjustments.start()
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -251,6 +265,8 @@ class Pipeline:
                 raise RuntimeError(f"pipeline worker did not stop within {timeout} s")
             self._thread = None
             self.snapshotter.stop()
+        if self.adjustments is not None:
+            self.adjustments.stop()
         if self.journal is not None:
             self.journal.close()
 
@@ -262,6 +278,14 @@ class Pipeline:
         if self.journal is not None:
             raise RuntimeError("journal already open")
         self.journal = JournalWriter(path)
+
+
+def _dead_msg(msg: Any) -> Any:
+    """A payload as a dead letter keeps it: plain, without `person_id`."""
+    try:
+        return without_person_id(to_plain(msg))
+    except Exception:  # so odd it cannot be copied: keep nothing of it
+        return f"<unreadable {type(msg).__name__}>"
 
 
 def apply_runtime_tuning(settings: Settings) -> None:

@@ -5,10 +5,16 @@ Entry point: `main()` (console script `execstate`). Thin by design: parse, load 
 call into `app` / `service` or the control endpoint, print.
 Exit codes: 0 success; 1 the service is HALTed, or a reconcile left differences or failed;
 2 bad input (settings, missing file, missing credentials); 3 the service is not running.
+Logging is configured once, at the start of each command (never at import): `run` logs to
+stderr (`--log-level`; `--log-json/--log-console`, default JSON lines unless stderr is a
+terminal); `demo` and `replay` log JSON lines to `<state_dir>/logs/<command>-<day>.jsonl`
+(`--log-level`, default info) and only warnings to the terminal, and name the file at the
+end; the operator commands log warnings to stderr.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sys
 from pathlib import Path
@@ -28,6 +34,9 @@ from execstate.telemetry.stats import PipelineStats
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Execution events and position state for Shioaji traders.")
 console = Console(width=None if sys.stdout.isatty() else 150)
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="settings file (default config/execution.yaml)")]
+LogLevelOpt = Annotated[str, typer.Option("--log-level", help="debug, info, warning, error or critical")]
+_LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+_TAIPEI = dt.timezone(dt.timedelta(hours=8))
 
 
 def _settings(path: Path | None) -> Settings:
@@ -36,6 +45,26 @@ def _settings(path: Path | None) -> Settings:
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+
+
+def _log_level(level: str) -> str:
+    if level.lower() not in _LOG_LEVELS:
+        typer.echo(f"error: --log-level={level!r}: expected one of {', '.join(_LOG_LEVELS)}", err=True)
+        raise typer.Exit(2)
+    return level.lower()
+
+
+def _job_logging(settings: Settings, command: str, level: str) -> Path:
+    """Logging for a short job (demo, replay): JSON lines at `level` to
+    `<state_dir>/logs/<command>-<Taipei day>.jsonl`, only warnings and above to the terminal.
+    Returns the log file's path (the command's last lines name it)."""
+    path = Path(settings.state_dir) / "logs" / f"{command}-{dt.datetime.now(_TAIPEI).date().isoformat()}.jsonl"
+    try:
+        configure_logging(level=level, file=path, console_level="warning")
+    except OSError as exc:
+        typer.echo(f"error: cannot open the log file {str(path)!r}: {exc.strerror}", err=True)
+        raise typer.Exit(2) from None
+    return path
 
 
 def positions_table(snapshot: PositionSnapshot, title: str = "Positions") -> Table:
@@ -101,12 +130,13 @@ def demo(
     seed: Annotated[int, typer.Option(help="simulated session seed")] = 1,
     orders: Annotated[int, typer.Option(help="orders in the simulated session")] = 600,
     pace: Annotated[float, typer.Option(help="events per second delivered by the simulated broker (0 = as fast as possible)")] = 5000.0,
+    log_level: LogLevelOpt = "info",
 ) -> None:
     """Run a simulated Shioaji session through the whole pipeline and show the books."""
     from execstate.jobs import intents_file_for, run_demo
 
     settings = _settings(config)
-    configure_logging(json=True, level="error")
+    log_path = _job_logging(settings, "demo", _log_level(log_level))
     with console.status("simulated session running..."):
         result = run_demo(settings, seed=seed, orders=orders, pace=pace or None)
     snap = result.snapshot
@@ -125,6 +155,7 @@ def demo(
     if result.record_error:
         console.print(f"[yellow]recording[/]: {result.record_error}")
     console.print(f"journal: {result.journal_path}; replay it with\n  .venv/bin/execstate replay {result.journal_path} --intents {intents_file_for(result.journal_path)} --json")
+    console.print(f"log: {log_path} (JSON lines: every position adjustment, duplicate, dead letter; warnings also shown here)")
     if not result.matches_broker:
         for key, (ours, broker) in sorted(result.mismatches.items()):
             console.print(f"[red]mismatch[/] {key}: ours {ours}, broker {broker}")
@@ -138,6 +169,7 @@ def replay(
     intents: Annotated[Optional[Path], typer.Option(help="intents file (JSON lines: order_id, strategy) registered during the session")] = None,
     record: Annotated[bool, typer.Option("--record/--no-record", help="also record into the configured database (idempotent)")] = True,
     config: ConfigOpt = None,
+    log_level: LogLevelOpt = "info",
 ) -> None:
     """Feed a journal through the pipeline and print the final positions."""
     from execstate.app import positions_as_dicts
@@ -149,7 +181,7 @@ def replay(
         if path is not None and not path.is_file():
             typer.echo(f"error: {label} file {str(path)!r} not found", err=True)
             raise typer.Exit(2)
-    configure_logging(json=True, level="critical" if as_json else "error")
+    log_path = _job_logging(settings, "replay", _log_level(log_level))
     registry = IntentRegistry(dict(settings.strategies.tags), path=intents) if intents else None
     pipeline = replay_journal(file, settings, intents=registry, record=record)
     if record and pipeline.record_error:
@@ -157,11 +189,13 @@ def replay(
     snap = pipeline.snapshot()
     if as_json:
         sys.stdout.write(json.dumps(positions_as_dicts(snap), indent=2) + "\n")
+        typer.echo(f"log: {log_path}", err=True)
         return
     console.print(positions_table(snap, title=f"Positions after replay of {file}"))
     console.print(counts_table(pipeline.stats, {"bad journal lines": pipeline.bad_journal_lines}))
     for dead in list(pipeline.dead_letters)[:20]:
         console.print(f"[yellow]dead letter[/]: {dead.reason}")
+    console.print(f"log: {log_path}")
 
 
 EXIT_ATTENTION, EXIT_BAD_INPUT, EXIT_NOT_RUNNING = 1, 2, 3
@@ -174,7 +208,10 @@ def _client(config: Path | None) -> Any:
 
 
 def _request(config: Path | None, command: str, **args: Any) -> Any:
+    """The operator commands' one call to the running service (logging set up first: warnings to stderr)."""
     from execstate.control import ControlError, ServiceNotRunning
+
+    configure_logging(level="warning")
 
     try:
         return _client(config).request(command, **args)
@@ -193,6 +230,8 @@ def run(
     seed: Annotated[int, typer.Option(help="sim: session seed")] = 1,
     orders: Annotated[int, typer.Option(help="sim: orders in the simulated day")] = 600,
     pace: Annotated[float, typer.Option(help="sim: events per second delivered")] = 50.0,
+    log_level: LogLevelOpt = "info",
+    log_json: Annotated[Optional[bool], typer.Option("--log-json/--log-console", help="log format on stderr (default: console text on a terminal, else JSON lines)")] = None,
 ) -> None:
     """Run the service until SIGINT or SIGTERM: bridge, pipeline, reconciliation, control endpoint."""
     import os
@@ -205,11 +244,11 @@ def run(
     if broker not in ("sim", "shioaji"):
         typer.echo(f"error: --broker={broker!r}: expected sim or shioaji", err=True)
         raise typer.Exit(EXIT_BAD_INPUT)
-    configure_logging(level="info")
+    configure_logging(json=log_json, level=_log_level(log_level))
     session = None
     try:
-        if broker == "sim":
-            api, accounts, session, resume_at = simulated_session(settings, seed, orders)
+        if broker == "sim":  # SJ_PERSON_ID: the simulated accounts carry it, as a real login's do
+            api, accounts, session, resume_at = simulated_session(settings, seed, orders, person_id=os.environ.get("SJ_PERSON_ID", ""))
         else:
             api, accounts = connect_shioaji(os.environ)
     except CredentialsMissing as exc:
@@ -236,6 +275,8 @@ def run(
     typer.echo(f"execstate running: broker {broker}, day {service.day}, accounts {', '.join(service.accounts)}; "
                f"control socket {service.control.socket_path}; {'HALTED: ' + halt.reason if halt.halted else 'not halted'}", err=True)
     typer.echo(f"metrics: {service.metrics_url or 'unavailable (see the log)'}", err=True)
+    if service.api_url:
+        typer.echo(f"API: {service.api_url} (Authorization: Bearer $(cat {service.control.token_path}))", err=True)
     stop.wait()
     service.stop()
     typer.echo("execstate stopped: queue drained, last snapshot written", err=True)
@@ -334,6 +375,7 @@ def query(
     from execstate.control import ServiceNotRunning
 
     settings = _settings(config)
+    configure_logging(level="warning")
     try:
         result = _client(config).request("query", sql=sql)
         columns, rows = result["columns"], result["rows"]

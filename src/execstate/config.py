@@ -29,6 +29,7 @@ DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[2] / "config" / "executio
 Rate = Annotated[Decimal, Field(ge=0, le=1)]
 Money = Annotated[Decimal, Field(ge=0)]
 PositiveMs = Annotated[int, Field(gt=0, strict=True)]
+Seconds = Annotated[float, Field(gt=0, strict=True)]  # an int is accepted; a string or a bool is not
 Flag = Annotated[bool, Field(strict=True)]
 Multiplier = Annotated[Decimal, Field(gt=0)]
 K = TypeVar("K")
@@ -143,6 +144,21 @@ class RecorderSettings(_Model):
 
 class TelemetrySettings(_Model):
     metrics_port: Annotated[int, Field(ge=0, le=65535, strict=True)] = 9464  # loopback only; 0 = any free port
+    log_adjustments: Flag = True  # one `position_adjusted` log line per position delta (telemetry/adjustments.py)
+
+
+class AlertSettings(_Model):
+    """In-process alerts (`telemetry/alerts.py`): the conditions of deploy/prometheus/alerts.yml,
+    evaluated by the service itself. Defaults are that file's thresholds; change both together."""
+
+    enabled: Flag = True
+    eval_interval_ms: PositiveMs = 1000  # as Prometheus' evaluation_interval
+    callback_gap_s: Seconds = 1.0  # CallbacksStopped: no order callback this long (orders working, market open)
+    mismatch_quantity_threshold: Annotated[int, Field(ge=0, strict=True)] = 0  # ReconciliationMismatch: above this for 15 s
+    recovery_s: Seconds = 10.0  # RecoverySlow: a check failed or took longer than this in the last 5 min
+    spool_age_s: Seconds = 60.0  # RecorderSpoolGrowing (stale): oldest spooled batch older than this
+    connection_down_s: Seconds = 10.0  # ConnectionDown (down): down, not reconnecting, this long
+    reconnecting_s: Seconds = 30.0  # ConnectionDown (reconnecting): reconnecting this long
 
 
 class Settings(_Model):
@@ -158,6 +174,7 @@ class Settings(_Model):
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
     recorder: RecorderSettings = Field(default_factory=RecorderSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
 
     def clickhouse_dsn(self, env: Mapping[str, str] | None = None) -> str:
         """CLICKHOUSE_DSN, else `recorder.dsn`, else the embedded engine under the state directory."""

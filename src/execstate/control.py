@@ -17,7 +17,8 @@ Invariants:
   create is 0700; on top of that every request carries the token the server wrote at start to
   `<state_dir>/control.token` (created 0600, never wider, replaced atomically), compared with
   `hmac.compare_digest`. A request with a wrong or missing token never reaches a handler.
-- The token never reaches a log line, an error message or a handler's arguments.
+- The token never reaches a log line, an error message or a handler's arguments. `token` hands
+  it to the HTTP API (`telemetry.http`), which accepts it as a bearer token.
 - Each connection is served on its own thread; a request is capped (64 KiB) and must arrive
   within the client deadline (5 s), so a stuck client or a slow handler blocks only itself.
 - Handlers are called concurrently from those threads, so they must be thread-safe. A handler
@@ -138,6 +139,12 @@ class ControlServer:
 
     def __repr__(self) -> str:  # never shows the token
         return f"ControlServer({str(self.state_dir)!r}, commands={sorted(self.handlers)})"
+
+    @property
+    def token(self) -> str:
+        """The current token ("" before `start()` and after `stop()`), for the service's other local
+        endpoints that accept the same one (the HTTP API). Never log it."""
+        return self._token.decode("ascii")
 
     def start(self) -> ControlServer:
         """Write a fresh token, bind the socket, serve in the background. Raises `ControlStartError`."""

@@ -8,11 +8,14 @@ Start-up, in order: replay today's journal (so the books are what they were at t
 open the journal for appending; attach the bridge and start the worker (callbacks during
 start-up are kept, deduplicated later); reconcile with the broker as the day's opening
 (yesterday's positions attributed from the last snapshot on disk); log every difference from
-the last snapshot; start the monitor and the control endpoint. HALT when start-up exceeds the
-deadline. `stop()` (SIGINT/SIGTERM): stop the monitor, drain the queue, write the last
+the last snapshot; start the monitor and the control endpoint; last, the in-process alerts
+(alerts.yml's rules, `telemetry/alerts.py`). HALT when start-up exceeds the deadline.
+`stop()` (SIGINT/SIGTERM): stop the alerts and the monitor, drain the queue, write the last
 snapshot, close the journal and the control endpoint.
 Invariants: credentials come from the environment and are never logged or stored; the
-control endpoint is a Unix socket under the state directory with a 0600 token file.
+control endpoint is a Unix socket under the state directory with a 0600 token file. The HTTP
+server (`/metrics`, the read-only `/api/v1/` for dashboards) binds loopback only, and its API
+wants that same token as `Authorization: Bearer`.
 """
 
 from __future__ import annotations
@@ -32,14 +35,18 @@ from execstate.bridge.shioaji_adapter import ShioajiBridge
 from execstate.config import Settings
 from execstate.control import ControlServer
 from execstate.domain.events import PositionSnapshot
+from execstate.domain.money import fmt_decimal
+from execstate.domain.payloads import without_person_id
 from execstate.normalize.intents import IntentRegistry
 from execstate.reconcile.broker import account_key, make_fetch
 from execstate.reconcile.gateway import BrokerCall, BrokerGateway
 from execstate.reconcile.halt import HaltState
 from execstate.reconcile.monitor import Monitor
 from execstate.reconcile.reconciler import ReconcileResult, Reconciler, attribution_from, reconcile_record
+from execstate.telemetry.alerts import AlertEvaluator, AlertLoop, InputsReader, rules_for
 from execstate.telemetry.logging import get_logger
-from execstate.telemetry.metrics import MetricSources, ReconcileMetrics, registry_for, start_metrics_server, stop_metrics_server
+from execstate.telemetry.http import Unavailable, start_server
+from execstate.telemetry.metrics import MetricSources, ReconcileMetrics, registry_for, stop_metrics_server
 
 log = get_logger("execstate.service")
 _TAIPEI = dt.timezone(dt.timedelta(hours=8))
@@ -68,32 +75,37 @@ def connect_shioaji(env: Mapping[str, str]) -> tuple[Any, list[Any]]:
     return api, accounts
 
 
-def simulated_session(settings: Settings, seed: int, orders: int) -> tuple[Any, list[Any], Any, int]:
+def simulated_session(settings: Settings, seed: int, orders: int, person_id: str = "") -> tuple[Any, list[Any], Any, int]:
     """A simulated Shioaji day (the default broker here): (api, accounts, session, resume index).
+    `person_id`: carried by the simulated accounts and payloads, as a real login's are.
 
     After a restart the simulated day goes on where it stopped: the events already in
     today's journal are not delivered again, and the broker stands at the last of them.
     """
     from execstate.bridge.sim import SimConfig, SimShioaji, generate_session
 
-    session = generate_session(SimConfig(seed=seed, n_orders=orders))
+    session = generate_session(SimConfig(seed=seed, n_orders=orders, person_id=person_id))
     api = SimShioaji(session)
     accounts = api.login("sim", "sim")
     journal = Path(settings.state_dir) / "journal" / f"{session.config.trade_date.isoformat()}.jsonl"
     start = resume_point(session.events, journal)
     api.broker.set_as_of(session.recv_ts_ns[start - 1] / 1e9 if start else 0.0)
+    if journal.exists():  # orders placed through the strategy API earlier today are broker truth too
+        from execstate.bridge.journal import JournalReader
+
+        api.restore_placed((raw.state, raw.msg) for raw in JournalReader(journal))
     return api, accounts, session, start
 
 
 def resume_point(events: list[tuple[str, dict]], journal: Path) -> int:
-    """How many of `events` (in delivery order) the journal already holds."""
+    """How many of `events` (in delivery order) the journal already holds (it keeps no `person_id`)."""
     if not journal.exists():
         return 0
     from execstate.bridge.journal import JournalReader
 
     seen = {msgspec.json.encode(raw.msg) for raw in JournalReader(journal)}
     for i, (_, msg) in enumerate(events):
-        if msgspec.json.encode(msg) not in seen:
+        if msgspec.json.encode(without_person_id(msg)) not in seen:
             return i
     return len(events)
 
@@ -142,7 +154,7 @@ class Service:
             self._sequence_gap, self.halt,
         )
         self.control = ControlServer(state, self.handlers())
-        self.reconcile_metrics = ReconcileMetrics(settings.reconcile.deadline_ms)
+        self.reconcile_metrics = ReconcileMetrics(settings.reconcile.deadline_ms, budget_ms=settings.alerts.recovery_s * 1000)
         self.metrics_sources = MetricSources(
             stats=self.pipeline.stats, latency=self.pipeline.latency_ms, heartbeat=self.bridge.heartbeat, halt=self.halt.status,
             reconcile=self.reconcile_metrics, gateway_stats=self.gateway.stats,
@@ -150,6 +162,12 @@ class Service:
             raw_queue_depth=self.pipeline.queue.qsize,
             orders_working=lambda: self.pipeline.on_worker(self.pipeline.normalizer.orders.working, timeout=0.5),
         )
+        # alerts.yml evaluated in-process (telemetry/alerts.py): same readings, logs alert_firing, HALTs on the rules marked `halts`
+        self.alerts = AlertEvaluator(rules_for(settings.alerts), halt=self.halt.enter)
+        self.alert_loop = AlertLoop(self.alerts, InputsReader(settings.alerts, self.metrics_sources, time.time()),
+                                    settings.alerts.eval_interval_ms / 1000)
+        self.metrics_sources.alerts = self.alerts.firing_by_name
+        self.metrics_sources.positions = self.pipeline.snapshot  # per (account, strategy) PnL gauges, at scrape time
         self.metrics_server: Any = None
         self.metrics_url = ""
         self.started_ns = 0
@@ -198,15 +216,22 @@ class Service:
         self.monitor.start()
         self._start_metrics()
         self.phase = "running"
+        if self.settings.alerts.enabled:
+            self.alert_loop.start()
         log.info("service_started", day=self.day, replayed=self.replayed, accounts=list(self.accounts), startup_ms=round(elapsed_ms, 1), halted=self.halt.is_halted)
         return self
 
     def _start_metrics(self) -> None:
-        """Prometheus /metrics on loopback; a port in use is logged, never fatal."""
+        """Prometheus /metrics and the dashboard API (/api/v1/, bearer: the control token) on one
+        loopback port (`telemetry.http`); a port in use is logged, never fatal."""
+        handlers = {"status": lambda: self._status({}), "positions": self._api_positions, "orders": self._api_orders}
         try:
-            self.metrics_server, self.metrics_url = start_metrics_server(registry_for(self.metrics_sources), port=self.settings.telemetry.metrics_port)
+            self.metrics_server = start_server(registry_for(self.metrics_sources), handlers, self.control.token,
+                                               port=self.settings.telemetry.metrics_port)
         except OSError as exc:
             log.error("metrics_unavailable", port=self.settings.telemetry.metrics_port, error=str(exc))
+            return
+        self.metrics_url, self.api_url = self.metrics_server.metrics_url, self.metrics_server.api_url  # both logged by start_server
 
     def _compare_with(self, previous: PositionSnapshot | None) -> None:
         if previous is None:
@@ -219,6 +244,7 @@ class Service:
 
     def stop(self) -> None:
         self.phase = "stopping"
+        self.alert_loop.stop()  # first: nothing may HALT on the shutdown itself
         self.monitor.stop()
         stop_play = getattr(self, "playback", None)
         if stop_play is not None:
@@ -263,6 +289,7 @@ class Service:
             "metrics_url": self.metrics_url,
             "broker_budget": self.gateway.stats(),
             "recorder": self.recorder.stats() if self.recorder is not None else None,
+            "alerts": self.alerts.firing(),
         }
 
     def _require_running(self) -> None:
@@ -286,6 +313,27 @@ class Service:
 
     def _halt_clear(self, _args: dict) -> dict:
         return {"cleared": self.halt.clear("operator")}
+
+    # --- dashboard API (each runs on an HTTP request thread; shapes in telemetry.api) -----
+    api_url = ""  # set by _start_metrics
+
+    def _api_ready(self) -> None:
+        try:
+            self._require_running()
+        except RuntimeError as exc:
+            raise Unavailable(str(exc)) from None
+
+    def _api_positions(self) -> dict:
+        self._api_ready()
+        snap = self.pipeline.snapshot()
+        marks = [{"unrealized_pnl": fmt_decimal(p.unrealized_pnl), "mark_price": None if p.mark_price is None else fmt_decimal(p.mark_price)}
+                 for p in snap.positions]
+        return {"seq": snap.seq, "ts": snap.ts, "positions": [row | mark for row, mark in zip(positions_as_dicts(snap), marks)]}
+
+    def _api_orders(self) -> dict:
+        self._api_ready()
+        rows = self.pipeline.on_worker(self.pipeline.normalizer.orders.rows, timeout=2)
+        return {"day": self.day, "orders": rows}
 
 
 def _cell(value: Any) -> Any:

@@ -83,3 +83,32 @@ def test_demo_runs_whole_pipeline_and_books_match_broker(tmp_path):
     replay = execstate("replay", str(journal), "--intents", str(journal.with_name("demo-seed1.intents.jsonl")), "--json", cwd=tmp_path)
     assert replay.returncode == 0, replay.stderr
     assert {row["strategy"] for row in json.loads(replay.stdout)} >= {"momo", "meanrev", "fut_trend"}
+
+
+def test_replay_logs_to_a_file_under_the_state_dir_and_names_it(tmp_path):
+    # Arrange: a fill, a duplicate, a malformed deal
+    journal = _journal(tmp_path / "day.jsonl", [
+        ("SDEAL", stock_deal(event_id="a", exchange_seq="1", custom_field="MOMO")),
+        ("SDEAL", stock_deal(event_id="a", exchange_seq="1", custom_field="MOMO")),
+        ("SDEAL", stock_deal(event_id="z", exchange_seq="3", price="NaN")),
+    ])
+
+    # Act
+    result = execstate("replay", str(journal), "--no-record", "--log-level", "debug", cwd=tmp_path)
+
+    # Assert
+    assert result.returncode == 0, result.stderr
+    (log_file,) = (tmp_path / "state" / "logs").glob("replay-*.jsonl")
+    assert f"log: {log_file.relative_to(tmp_path)}" in " ".join(result.stdout.split())
+    lines = [json.loads(line) for line in log_file.read_text().splitlines()]
+    assert [e["reason"] for e in lines if e["event"] == "position_adjusted"] == ["fill"]
+    assert [e["event"] for e in lines if e["event"] in ("duplicate_dropped", "dead_letter")] == ["duplicate_dropped", "dead_letter"]
+    assert [e["source"] for e in lines if e["event"] == "duplicate_dropped"] == ["recovery"]  # a replay: debug
+    assert "position_adjusted" not in result.stderr  # the terminal gets warnings only
+    assert "dead_letter" in result.stderr
+
+
+def test_log_level_is_checked(tmp_path):
+    journal = _journal(tmp_path / "day.jsonl", [])
+    result = execstate("replay", str(journal), "--log-level", "loud", cwd=tmp_path)
+    assert result.returncode == 2 and "--log-level" in result.stderr

@@ -18,6 +18,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from service_proc import spawn
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,8 +64,8 @@ def workdir():
 def test_prometheus_scrapes_the_service_and_a_callback_gap_fires_the_alert(workdir):
     prometheus = shutil.which("prometheus")
     assert prometheus, "prometheus not found: make test installs Debian's prometheus package"
-    service = subprocess.Popen([sys.executable, "-m", "execstate.cli", "run", "--orders", "120", "--pace", "400"],  # a day that ends with an order working
-                               cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a day that ends with an order working
+    service = spawn([sys.executable, "-m", "execstate.cli", "run", "--orders", "120", "--pace", "400"], cwd=workdir)
     prom = None
     try:
         status = wait_for(lambda: (s := cli("status", "--json", cwd=workdir)).returncode in (0, 1)
@@ -98,7 +99,7 @@ def test_prometheus_scrapes_the_service_and_a_callback_gap_fires_the_alert(workd
             return [a for a in alerts if a["labels"]["alertname"] == "ExecstateCallbacksStopped" and a["state"] == "firing"]
 
         firing = wait_for(alert_firing, 60, "ExecstateCallbacksStopped firing")
-        assert firing[0]["labels"]["severity"] == "page"
+        assert firing[0]["labels"]["severity"] == "warn"  # not page: a resting order in a quiet market looks the same
         up = api(port, "/api/v1/query", query='up{job="execstate"}')["data"]["result"]
         assert float(up[0]["value"][1]) == 1
     finally:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from service_proc import spawn
 from ch_http import ClickHouseHTTPFixture
 
 from execstate.bridge.sim import SimConfig, generate_session
@@ -25,12 +26,11 @@ def cli(*args, cwd, env, timeout=120):
 
 
 def start(cwd, env, pace="300"):
-    proc = subprocess.Popen([sys.executable, "-m", "execstate.cli", "run", "--orders", str(ORDERS), "--pace", pace],
-                            cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = spawn([sys.executable, "-m", "execstate.cli", "run", "--orders", str(ORDERS), "--pace", pace], cwd=cwd, env=env)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(proc.stderr.read()[-3000:])
+            raise AssertionError(proc.stderr_text()[-3000:])
         answer = cli("status", "--json", cwd=cwd, env=env)
         if answer.returncode in (0, 1) and json.loads(answer.stdout).get("phase") == "running":
             return proc

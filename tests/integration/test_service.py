@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from service_proc import spawn
 
 
 def cli(*args, cwd, env=None, timeout=60):
@@ -17,12 +18,11 @@ def cli(*args, cwd, env=None, timeout=60):
 
 
 def start(cwd, *args):
-    proc = subprocess.Popen([sys.executable, "-m", "execstate.cli", "run", "--orders", "80", "--pace", "400", *args],
-                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = spawn([sys.executable, "-m", "execstate.cli", "run", "--orders", "80", "--pace", "400", *args], cwd=cwd)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"service exited early: {proc.stderr.read()[-2000:]}")
+            raise AssertionError(f"service exited early: {proc.stderr_text()[-2000:]}")
         answer = cli("status", "--json", cwd=cwd)
         if answer.returncode in (0, 1) and json.loads(answer.stdout).get("phase") == "running":
             return proc
@@ -136,8 +136,7 @@ def test_sigkill_in_the_middle_of_the_session_then_restart_ends_with_the_brokers
     from execstate.bridge.sim import SimConfig, generate_session
 
     session = generate_session(SimConfig(seed=1, n_orders=80))
-    proc = subprocess.Popen([sys.executable, "-m", "execstate.cli", "run", "--orders", "80", "--pace", "60"],
-                            cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = spawn([sys.executable, "-m", "execstate.cli", "run", "--orders", "80", "--pace", "60"], cwd=workdir)
     journal = workdir / "state" / "journal" / f"{session.config.trade_date.isoformat()}.jsonl"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and (not journal.exists() or journal.stat().st_size < 20_000):

@@ -137,3 +137,37 @@ def test_replay_dead_letters_a_nan_price_with_the_same_reason_as_live(tmp_path):
     assert replayed.bad_journal_lines == 0
     assert [d.reason for d in replayed.dead_letters] == [d.reason for d in live.dead_letters]
     assert "price=nan" in live.dead_letters[0].reason and "price=inf" in live.dead_letters[1].reason
+
+
+def test_dead_letter_of_an_internal_error_keeps_the_payload_without_person_id(monkeypatch):
+    # Arrange
+    from payloads import stock_order
+
+    pipeline = Pipeline(SETTINGS)
+    msg = stock_order()
+    msg["order"]["account"]["person_id"] = "A123456789"
+    monkeypatch.setattr(pipeline.normalizer, "normalize", lambda raw: 1 / 0)
+
+    # Act
+    pipeline.process_batch([_raw("SORDER", msg)])
+
+    # Assert
+    (dead,) = pipeline.dead_letters
+    assert dead.msg["order"]["account"]["broker_id"] == "9A95"
+    assert "A123456789" not in repr(dead) and "person_id" not in repr(dead.msg)
+
+
+def test_events_submitted_from_inside_the_service_are_marked_as_recoveries():
+    # Arrange: a resubmitted broker record that duplicates a callback's
+    from structlog.testing import capture_logs
+
+    pipeline = Pipeline(SETTINGS)
+    pipeline.process_batch([_raw("SDEAL", stock_deal())])
+
+    # Act
+    with capture_logs() as logs:
+        pipeline.submit("SDEAL", stock_deal())
+
+    # Assert
+    (line,) = [e for e in logs if e["event"] == "duplicate_dropped"]
+    assert (line["source"], line["log_level"]) == ("recovery", "debug")

@@ -11,6 +11,9 @@ Invariants:
   bytes to the kernel, so an acknowledged batch survives a SIGKILL of the process.
 - Floats are written in shortest round-trip form, so a replay sees the same values (NaN and
   infinities too: those rare lines carry JSON's NaN / Infinity tokens, which the reader accepts).
+- `person_id` (accounts in Shioaji's order payloads carry it) is never written, at any depth:
+  the line keeps everything else as delivered. Nothing downstream reads it, so a replay does
+  not miss it.
 - The reader never raises on bad content: a torn last line (a crash mid-write) or a
   malformed line is recorded in `bad_lines` with its number and reason, and skipped.
 """
@@ -18,6 +21,7 @@ Invariants:
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,9 +29,40 @@ from typing import Any
 import msgspec
 
 from execstate.domain.events import RawExecEvent
-from execstate.domain.payloads import open_append_only, state_name, to_plain
+from execstate.domain.payloads import open_append_only, state_name, to_plain, without_person_id
 
 _encoder = msgspec.json.Encoder()
+
+
+_PERSON_KEY = b'"person_id":'  # inside a JSON string its quotes would be escaped: only a member matches
+_PERSON_MEMBER = re.compile(rb'"person_id":"[^"\\]*(?:\\.[^"\\]*)*"')  # a string-valued member
+
+
+def _without_person_id(body: bytes) -> bytes | None:
+    """Encoded JSON without its `person_id` members (and their commas); None when one of them
+    does not hold a string (the caller then takes the slow path)."""
+    i = body.find(_PERSON_KEY)
+    member = _PERSON_MEMBER.match(body, i)
+    if member is not None and body.find(_PERSON_KEY, member.end()) == -1:  # the usual case: one account
+        end = member.end()
+        if body[end:end + 1] == b",":
+            return body[:i] + body[end + 1:]
+        return body[:i - 1] + body[end:] if body[i - 1:i] == b"," else body[:i] + body[end:]
+    parts, start = [], 0
+    while i != -1:
+        member = _PERSON_MEMBER.match(body, i)
+        if member is None:
+            return None
+        end = member.end()
+        if body[end:end + 1] == b",":
+            end += 1
+        elif body[i - 1:i] == b",":
+            i -= 1
+        parts.append(body[start:i])
+        start = end
+        i = body.find(_PERSON_KEY, end)
+    parts.append(body[start:])
+    return b"".join(parts)
 
 
 _STATE_BYTES = {name: name.encode() for name in ("SORDER", "SDEAL", "FORDER", "FDEAL")}
@@ -41,7 +76,9 @@ def encode_line(raw: RawExecEvent | tuple) -> bytes:
     if state_bytes is not None and type(ts_ns) is int and type(msg) is dict:
         try:
             body = _encoder.encode(msg)
-            if b"null" not in body:  # msgspec writes NaN and infinities as null: those lines go the slow way
+            if _PERSON_KEY in body:
+                body = _without_person_id(body)
+            if body is not None and b"null" not in body:  # msgspec writes NaN and infinities as null: those lines go the slow way
                 return b'{"ts_ns":%d,"state":"%s","msg":%s}\n' % (ts_ns, state_bytes, body)
         except (TypeError, ValueError, OverflowError):
             pass
@@ -50,7 +87,7 @@ def encode_line(raw: RawExecEvent | tuple) -> bytes:
     except Exception:
         name = str(state)[:40]
     # stdlib json keeps NaN / Infinity as tokens (the reader accepts them), so a replay sees what came in
-    return json.dumps({"ts_ns": ts_ns, "state": name, "msg": to_plain(msg)}, separators=(",", ":"), ensure_ascii=False, default=str).encode() + b"\n"
+    return json.dumps({"ts_ns": ts_ns, "state": name, "msg": without_person_id(to_plain(msg))}, separators=(",", ":"), ensure_ascii=False, default=str).encode() + b"\n"
 
 
 class JournalWriter:

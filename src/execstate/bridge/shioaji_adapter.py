@@ -11,6 +11,9 @@ Invariants:
   store the time for the heartbeat. It never parses, logs, locks or does I/O.
 - The heartbeat (last callback time, connection state and since when) is readable from any
   thread at any time without locks.
+- Connection events (rare) are logged where they arrive: `broker_event` (info; warning
+  for an error response or a connection going down or reconnecting) and `session_down`
+  (error). Order failures are logged by the normalizer, on the worker, never here.
 """
 
 from __future__ import annotations
@@ -20,6 +23,10 @@ import queue
 import time
 from collections import deque
 from typing import Any, NamedTuple
+
+from execstate.telemetry.logging import get_logger
+
+log = get_logger("execstate.bridge")
 
 
 class ConnectionState(str, enum.Enum):
@@ -84,11 +91,15 @@ class ShioajiBridge:
         state = EVENT_CODE_STATE.get(event_code)
         if state is not None and state is not self._connection[0]:
             self._connection = (state, ts)
+        bad = resp_code != 0 or state in (ConnectionState.DOWN, ConnectionState.RECONNECTING)
+        (log.warning if bad else log.info)("broker_event", resp_code=resp_code, event_code=event_code, info=str(info)[:300],
+                                           detail=str(event)[:300], connection=self._connection[0].value)
 
     def on_session_down(self) -> None:
         ts = time.time_ns()
         self.connection_events.append(ConnectionEvent(ts, 0, 1, "session down", "SessionDown"))
         self._connection = (ConnectionState.DOWN, ts)
+        log.error("session_down", connection=ConnectionState.DOWN.value)
 
     def attach(self) -> ShioajiBridge:
         """Register the callbacks on the session; returns self."""

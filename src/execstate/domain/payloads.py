@@ -1,8 +1,10 @@
 """Helpers on Shioaji payloads shared by the bridge and the normalizer.
 
 Entry points: `state_name(state) -> "SORDER"|"SDEAL"|"FORDER"|"FDEAL"|other`, `to_plain(msg)`,
-`open_append_only(path)`.
-Invariant: neither mutates its input; `to_plain` returns JSON-ready builtins only.
+`without_person_id(value)`, `open_append_only(path)`.
+Invariants: none mutates its input; `to_plain` returns JSON-ready builtins only;
+`without_person_id` drops the `person_id` key at any depth (accounts in payloads carry it,
+and nothing we store or log may).
 """
 
 from __future__ import annotations
@@ -42,6 +44,30 @@ def to_plain(value: Any) -> Any:
     if isinstance(value, Decimal):
         return str(value)
     return getattr(value, "value", repr(value))
+
+
+PERSON_ID = "person_id"
+
+
+def without_person_id(value: Any) -> Any:
+    """`value` with every `person_id` key removed, at any depth (containers copied only where
+    one was found; other values shared)."""
+    kind = type(value)
+    if kind is dict:
+        if PERSON_ID in value:
+            return {k: without_person_id(v) for k, v in value.items() if k != PERSON_ID}
+        out = None
+        for k, v in value.items():
+            if type(v) in (dict, list, tuple):
+                new = without_person_id(v)
+                if new is not v:
+                    out = out if out is not None else dict(value)
+                    out[k] = new
+        return out if out is not None else value
+    if kind is list or kind is tuple:
+        items = [without_person_id(v) for v in value]
+        return value if all(a is b for a, b in zip(items, value)) else kind(items)
+    return value
 
 
 def open_append_only(path: Path, buffering: int = -1) -> BinaryIO:

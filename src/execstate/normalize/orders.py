@@ -1,7 +1,7 @@
 """Order state machine: a transition table, and the book of the day's orders.
 
-Entry points: `OrderBook.on_order_event(...)`, `OrderBook.on_fill(...)`, `TRANSITIONS`,
-`OrderStatus`, `Outcome`.
+Entry points: `OrderBook.on_order_event(...)`, `OrderBook.on_fill(...)`, `OrderBook.rows()`
+(immutable `OrderRow` copies for readers), `TRANSITIONS`, `OrderStatus`, `Outcome`.
 
 The table maps (current status, event kind) to a target: a status, `BY_QTY` (Submitted,
 PartFilled or Filled from the filled and live quantities), or `KEEP` (accepted, status
@@ -9,9 +9,11 @@ unchanged: a repeated event). A pair missing from the table is `late` when the r
 older (exchange time) than what the order already applied, e.g. an UpdatePrice delivered
 after the fill that followed it: kept, counted as late. Otherwise it is an unexpected
 transition: counted, logged, and the status is kept, never overwritten.
-Invariants: a late event never rolls a status back (no path leads from Filled, Cancelled or
-Failed to a working status); a deal is never refused by the table, since it is a fact the
-books must follow (an overfill or a deal on a failed order is counted as unexpected).
+Invariants: the book belongs to the normalizer's thread; other threads read it only through
+`Pipeline.on_worker(book.rows)`, which hands them copies. A late event never rolls a status
+back (no path leads from Filled, Cancelled or Failed to a working status); a deal is never
+refused by the table, since it is a fact the books must follow (an overfill or a deal on a
+failed order is counted as unexpected).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import enum
 from dataclasses import dataclass
 
 import msgspec
+
+from execstate.domain.events import UNASSIGNED
 
 
 class OrderStatus(str, enum.Enum):
@@ -101,6 +105,21 @@ class OrderRecord(msgspec.Struct, gc=False):
         if self.order_quantity is None:
             return None
         return self.order_quantity - self.cancel_quantity
+
+
+class OrderRow(msgspec.Struct, frozen=True, gc=False):
+    """One order of the day as readers see it: a copy of its `OrderRecord`, safe on any thread."""
+
+    account: str
+    order_id: str
+    status: OrderStatus
+    strategy: str  # "unassigned" until attributed
+    symbol: str  # "" when no event told us yet
+    order_quantity: int | None  # book units (shares or contracts); None: only deals seen so far
+    cancel_quantity: int  # cumulative, book units
+    filled_quantity: int  # book units
+    live_quantity: int | None  # order_quantity - cancel_quantity
+    last_ts: int  # newest exchange time applied, ns
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +224,14 @@ class OrderBook:
     def in_flight(self) -> set[tuple[str, str]]:
         """(account, symbol) of every order that may still fill. Call on the worker thread."""
         return {(account, rec.symbol) for (account, _), rec in self._orders.items() if rec.status in _WORKING}
+
+    def rows(self) -> list[OrderRow]:
+        """Every order of the day, in the order first seen, as immutable copies. Call on the worker thread."""
+        return [
+            OrderRow(account, order_id, rec.status or OrderStatus.UNKNOWN, rec.strategy or UNASSIGNED, rec.symbol,
+                     rec.order_quantity, rec.cancel_quantity, rec.filled_quantity, rec.live_quantity, rec.last_ts)
+            for (account, order_id), rec in self._orders.items()
+        ]
 
     def __len__(self) -> int:
         return len(self._orders)

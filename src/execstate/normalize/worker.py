@@ -11,7 +11,14 @@ Invariants:
 - Event ids are derived from the natural keys, so a replay produces the same ids.
 - A deal whose order event has not arrived is emitted at once (it carries code, side,
   price and quantity); the order is completed when its event arrives.
-- Malformed payloads become `DeadLetter`s with the reason; nothing raises out of `normalize`.
+- Malformed payloads become `DeadLetter`s with the reason (payload kept without
+  `person_id`); nothing raises out of `normalize`.
+- Logged here (rare events only; nothing per ordinary event): `duplicate_dropped` (info for a
+  re-delivery by the broker's callback, a bare tuple; debug for a recovery, a
+  `RawExecEvent`: broker records resubmitted by a reconciliation or a journal replay, which
+  are mostly duplicates by design) and `order_failed` (an order report with op_code != "00":
+  a reject or a failed cancel / update; warning live, info on a recovery), each with
+  account, symbol and order ids.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from execstate.normalize.dedupe import SeenKeys
 from execstate.normalize.instruments import InstrumentResolver
 from execstate.normalize.intents import IntentRegistry
 from execstate.normalize.orders import EventKind, OrderBook, OrderStatus
-from execstate.domain.payloads import state_name, to_plain
+from execstate.domain.payloads import state_name, to_plain, without_person_id
 from execstate.normalize.parse import DEAL_STATES, ORDER_STATES, parse_deal, parse_order
 from execstate.telemetry.logging import get_logger
 from execstate.telemetry.stats import PipelineStats
@@ -69,11 +76,11 @@ class Normalizer:
                 msg = to_plain(msg)  # Shioaji's OrderEventDict is dict-like, not a dict
             name = state_name(state)
             if name in DEAL_STATES:
-                return self._deal(name, msg, ts_recv)
+                return self._deal(name, msg, ts_recv, raw)
             if name in ORDER_STATES:
-                return self._order(name, msg, ts_recv)
+                return self._order(name, msg, ts_recv, raw)
             if name == CORRECTION_STATE:
-                return self._correction(msg, ts_recv)
+                return self._correction(msg, ts_recv, raw)
             raise MalformedEvent(f"state={name[:40]!r}: expected SORDER, SDEAL, FORDER or FDEAL")
         except MalformedEvent as exc:
             return self._dead(exc.reason, state, ts_recv, msg)
@@ -83,9 +90,9 @@ class Normalizer:
     def _dead(self, reason: str, state: Any, ts_recv: int, msg: Any) -> DeadLetter:
         self.stats.dead_letters += 1
         try:
-            plain = to_plain(msg)
+            plain = without_person_id(to_plain(msg))
         except Exception:
-            plain = repr(msg)[:1000]
+            plain = f"<unreadable {type(msg).__name__}>"  # a repr could carry person_id
         return DeadLetter(reason=reason, state=str(getattr(state, "value", state))[:40], ts_recv=ts_recv, msg=plain)
 
     def _is_duplicate(self, event_id: str, natural: str) -> bool:
@@ -99,10 +106,18 @@ class Normalizer:
             self.stats.duplicates += 1
         return not fresh
 
-    def _deal(self, state: str, msg: Mapping[str, Any], ts_recv: int) -> FillEvent | None:
+    def _dropped(self, raw: Any, **ids: Any) -> None:
+        """Log a duplicate: info when the broker's callback delivered it again, debug for a recovery."""
+        live = type(raw) is tuple
+        (log.info if live else log.debug)("duplicate_dropped", source="callback" if live else "recovery", **ids)
+
+    def _deal(self, state: str, msg: Mapping[str, Any], ts_recv: int, raw: Any = ()) -> FillEvent | None:
         d = parse_deal(state, msg)
         fill_id = f"F:{d.account}:{d.trade_id}:{d.exchange_seq}"  # natural key (strings are not GC-tracked)
         if self._is_duplicate(d.event_id, fill_id):
+            rec = self.orders.get(d.account, d.trade_id)
+            self._dropped(raw, state=state, account=d.account, symbol=rec.symbol if rec is not None else d.full_code or d.code, order_id=d.trade_id,
+                          ordno=d.ordno, seqno=d.seqno, exchange_seq=d.exchange_seq, event_id=d.event_id, fill_id=fill_id)
             return None
         inst = self.instruments.resolve(d.security_type, d.code, d.full_code, d.order_cond, d.order_lot)
         rec = self.orders.record(d.account, d.trade_id)
@@ -139,7 +154,7 @@ class Normalizer:
             stats.overfills += 1
             log.warning("overfill", account=d.account, order_id=d.trade_id, symbol=symbol, exchange_seq=d.exchange_seq)
 
-    def _correction(self, msg: Mapping[str, Any], ts_recv: int) -> FillEvent | None:
+    def _correction(self, msg: Mapping[str, Any], ts_recv: int, raw: Any = ()) -> FillEvent | None:
         """A reconciliation correction becomes a synthetic fill (no fees, delta cause "correction")."""
         try:
             c = msgspec.convert(msg, Correction)
@@ -149,6 +164,7 @@ class Normalizer:
         if c.quantity == 0:
             raise MalformedEvent("correction quantity=0: expected a non-zero change")
         if self._is_duplicate("", c.correction_id):
+            self._dropped(raw, state=CORRECTION_STATE, account=c.account, symbol=c.symbol, strategy=c.strategy, correction_id=c.correction_id)
             return None
         full_code = c.symbol if c.security_type != "STK" else ""
         inst = self.instruments.resolve(c.security_type, c.code, full_code, c.order_cond, "Common")
@@ -165,10 +181,13 @@ class Normalizer:
             rec.strategy = strategy
         return strategy
 
-    def _order(self, state: str, msg: Mapping[str, Any], ts_recv: int) -> OrderEvent | None:
+    def _order(self, state: str, msg: Mapping[str, Any], ts_recv: int, raw: Any = ()) -> OrderEvent | None:
         o = parse_order(state, msg)
         order_event_id = f"O:{o.account}:{o.order_id}:{o.op_type}:{o.ts_event}"  # natural key, exchange_ts in us
         if self._is_duplicate(o.event_id, order_event_id):
+            rec = self.orders.get(o.account, o.order_id)
+            self._dropped(raw, state=state, account=o.account, symbol=rec.symbol if rec is not None else o.full_code or o.code, order_id=o.order_id,
+                          ordno=o.ordno, seqno=o.seqno, op_type=o.op_type, op_code=o.op_code, event_id=o.event_id, order_event_id=order_event_id)
             return None
         ok = o.op_code == "00"
         kind = ORDER_KINDS[(o.op_type, ok)]  # op_type is one of the schema's five
@@ -185,6 +204,9 @@ class Normalizer:
             log.warning("unexpected_transition", report=kind.value, status=outcome.status.value, account=o.account, order_id=o.order_id, symbol=inst.symbol, op_code=o.op_code)
         if not ok:
             stats.order_failures += 1
+            live = type(raw) is tuple  # a journal replay or recovered record: reported before, so info
+            (log.warning if live else log.info)("order_failed", source="callback" if live else "recovery", account=o.account, strategy=strategy, symbol=inst.symbol, order_id=o.order_id, ordno=o.ordno, seqno=o.seqno,
+                        op_type=o.op_type, op_code=o.op_code, op_msg=o.op_msg[:200], status=outcome.status.value)
         stats.orders += 1
         quantity = o.order_quantity or o.quantity
         return OrderEvent(  # positional (field order of OrderEvent)

@@ -14,7 +14,11 @@ A check:
 5. HALTs when it ran past the deadline, or when a runtime correction exceeds the
    configured quantity threshold (an unexplained position change: a human should look).
 Invariants: never writes the store (corrections go through the pipeline); a failed or
-late check halts instead of guessing; results are logged with accounts and symbols.
+late check halts instead of guessing. Logged per check: one `reconcile_result` (counts,
+duration, error, HALT), one `reconcile_mismatch` per difference (account, symbol, ours vs
+broker, and whether it is corrected now, waits for a second look, or, at the opening, is
+carried from before today), one `correction_applied` per correcting event (account,
+strategy, symbol, correction id, quantity, price).
 """
 
 from __future__ import annotations
@@ -174,10 +178,26 @@ class Reconciler:
             result.halted = self.halt.enter(f"unexplained position change: {worst.account} {worst.symbol} corrected by {worst.quantity}") or self.halt.is_halted
         elif result.clean and self.halt.is_halted and not result.pending:
             self.halt.clear("clean reconcile")
-        log.info(
-            "reconcile", reason=result.reason, accounts=list(result.accounts), duration_ms=round(result.duration_ms, 1),
-            resubmitted=result.records_resubmitted, recovered_fills=result.recovered_fills,
-            mismatches=[(d.account, d.symbol, d.ours, d.broker) for d in result.discrepancies],
-            corrections=[(c.account, c.strategy, c.symbol, c.quantity, c.reason) for c in result.corrections],
-            error=result.error, halted=self.halt.is_halted,
-        )
+        _log_result(result, opening, self.halt.is_halted)
+
+
+def _log_result(result: ReconcileResult, opening: bool, halted: bool) -> None:
+    """The lines of one check (see the module docstring). Differences at the opening are
+    positions carried from before today (info); later ones are mismatches (warning)."""
+    mismatch = log.info if opening else log.warning
+    pending = {(d.account, d.symbol) for d in result.pending}
+    corrected = {(c.account, c.symbol) for c in result.corrections}
+    for d in result.discrepancies:
+        key = (d.account, d.symbol)
+        status = "pending" if key in pending else "corrected" if key in corrected else "uncorrected"
+        mismatch("reconcile_mismatch", reason=result.reason, account=d.account, symbol=d.symbol, ours=d.ours, broker=d.broker,
+                 difference=d.delta, kind=d.kind, status=status, opening=opening)
+    for c in result.corrections:
+        mismatch("correction_applied", reason=c.reason, account=c.account, strategy=c.strategy, symbol=c.symbol,
+                 correction_id=c.correction_id, quantity=c.quantity, price=c.price, opening=opening)
+    level = log.warning if (result.error or halted or (result.discrepancies and not opening)) else log.info
+    level(
+        "reconcile_result", reason=result.reason, accounts=list(result.accounts), opening=opening, duration_ms=round(result.duration_ms, 1),
+        resubmitted=result.records_resubmitted, recovered_fills=result.recovered_fills, mismatches=len(result.discrepancies),
+        pending=len(result.pending), corrections=len(result.corrections), error=result.error, halted=halted,
+    )

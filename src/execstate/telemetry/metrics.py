@@ -1,7 +1,7 @@
 """Prometheus exposition: plain values read at scrape time, served on loopback.
 
 Entry points: `MetricSources` (what to read), `ExecstateCollector(sources)` (a
-prometheus_client custom collector), `ReconcileMetrics(deadline_ms).record(result)`,
+prometheus_client custom collector), `ReconcileMetrics(deadline_ms, budget_ms=None).record(result)`,
 `registry_for(sources)`, `start_metrics_server(registry, host, port) -> (server, url)`,
 `stop_metrics_server(server)`.
 
@@ -14,6 +14,8 @@ Invariants:
   and a family is yielded only once it is complete.
 - Counters come from monotonic ints (pipeline, gateway and recorder counters; the
   `ReconcileMetrics` accumulator), so they only grow for the life of the process.
+- Position and PnL gauges are summed per (account, strategy) from the store's lock-free view
+  at scrape time, never per symbol (bounded cardinality).
 - One registry per service (`registry_for`), never prometheus_client's global one.
 - The HTTP server binds a loopback address only.
 """
@@ -49,7 +51,8 @@ MISMATCH_KINDS: tuple[str, ...] = ("quantity", "missing_ours", "missing_broker")
 CONNECTION_STATES: tuple[str, ...] = ("up", "reconnecting", "down", "unknown")  # ConnectionState values
 OPENING_REASON = "startup"  # the reason the service gives its opening check
 
-_CALLABLE_SOURCES = frozenset({"heartbeat", "orders_working", "halt", "gateway_stats", "recorder_stats", "raw_queue_depth"})
+_CALLABLE_SOURCES = frozenset({"heartbeat", "orders_working", "halt", "gateway_stats", "recorder_stats", "raw_queue_depth",
+                               "positions", "alerts"})
 
 
 @dataclass
@@ -69,6 +72,8 @@ class MetricSources:
     gateway_stats: Callable[[], Any] | None = None  # -> GatewayStats (in_window, bans)
     recorder_stats: Callable[[], Mapping[str, Any]] | None = None  # -> Recorder.stats()
     raw_queue_depth: Callable[[], int] | None = None  # None: the heartbeat's queue_depth
+    positions: Callable[[], Any] | None = None  # -> PositionSnapshot-like: .positions of records (account, strategy, quantity, PnL...)
+    alerts: Callable[[], Mapping[str, int]] | None = None  # -> rules firing per alert name (AlertEvaluator.firing_by_name)
     clock: Callable[[], int] = time.time_ns
 
 
@@ -83,6 +88,8 @@ class ReconcileSnapshot:
     last_mismatch_quantity: int
     duration_buckets: list[tuple[float, int]]
     duration_sum_ms: float
+    over_budget: int = 0  # checks that errored or took longer than `budget_ms` (not exposed: the in-process RecoverySlow alert)
+    last_duration_ms: float = 0.0
 
 
 class ReconcileMetrics:
@@ -92,15 +99,19 @@ class ReconcileMetrics:
     check, so it takes a lock; it is not on the hot path). A failure is a check that
     errored or ran past `deadline_ms`. The opening check (reason `OPENING_REASON`, unless
     `opening` says otherwise) counts in duration and failures only: its differences are
-    positions carried from before today, not mismatches.
+    positions carried from before today, not mismatches. `budget_ms` (default: the deadline)
+    is the recovery budget of the in-process alerts: checks that errored or took longer count
+    in `over_budget`.
     """
 
-    def __init__(self, deadline_ms: float, bounds: Iterable[float] = RECONCILE_MS_BOUNDS) -> None:
+    def __init__(self, deadline_ms: float, bounds: Iterable[float] = RECONCILE_MS_BOUNDS, budget_ms: float | None = None) -> None:
         self.deadline_ms = deadline_ms
+        self.budget_ms = deadline_ms if budget_ms is None else budget_ms
         self._lock = threading.Lock()
         self._duration = BucketHistogram(bounds)
         self._mismatches = dict.fromkeys(MISMATCH_KINDS, 0)
-        self._checks = self._corrections = self._failures = self._last_mismatch = 0
+        self._checks = self._corrections = self._failures = self._last_mismatch = self._over_budget = 0
+        self._last_duration_ms = 0.0
 
     def record(self, result: Any, *, opening: bool | None = None) -> None:
         """Count one `ReconcileResult`."""
@@ -109,8 +120,11 @@ class ReconcileMetrics:
         with self._lock:
             self._checks += 1
             self._duration.observe(result.duration_ms)
+            self._last_duration_ms = result.duration_ms
             if result.error or result.duration_ms > self.deadline_ms:
                 self._failures += 1
+            if result.error or result.duration_ms > self.budget_ms:
+                self._over_budget += 1
             if opening or result.error:
                 return  # nothing compared (error), or carried positions (opening)
             for d in result.discrepancies:
@@ -122,7 +136,7 @@ class ReconcileMetrics:
         with self._lock:
             buckets, total, _ = self._duration.snapshot()
             return ReconcileSnapshot(self._checks, dict(self._mismatches), self._corrections, self._failures,
-                                     self._last_mismatch, buckets, total)
+                                     self._last_mismatch, buckets, total, self._over_budget, self._last_duration_ms)
 
 
 class _Missing(Exception):
@@ -265,8 +279,38 @@ def _recorder(value: Value, _src: MetricSources) -> Iterator[Metric]:
     yield CounterMetricFamily(n.RECORDER_ROWS_WRITTEN_TOTAL, "Rows written to the database.", value=int(rec["rows_written"]))
 
 
+def _positions(value: Value, _src: MetricSources) -> Iterator[Metric]:
+    totals: dict[tuple[str, str], list] = {}  # (account, strategy) -> [open, realized, unrealized, fees, taxes]
+    for p in value("positions").positions:
+        t = totals.setdefault((p.account, p.strategy), [0, 0, 0, 0, 0])
+        t[0] += 1 if p.quantity else 0
+        t[1] += p.realized_pnl
+        t[2] += p.unrealized_pnl
+        t[3] += p.fees
+        t[4] += p.taxes
+    families = (
+        (n.POSITIONS_OPEN, "Positions with a non-zero quantity."),
+        (n.REALIZED_PNL_TWD, "Realized PnL before fees and taxes, TWD."),
+        (n.UNREALIZED_PNL_TWD, "Unrealized PnL at the last marks, TWD (0 without a mark)."),
+        (n.FEES_TWD, "Fees booked, TWD."),
+        (n.TAXES_TWD, "Transaction taxes booked, TWD."),
+    )
+    for i, (name, doc) in enumerate(families):
+        fam = GaugeMetricFamily(name, doc, labels=["account", "strategy"])
+        for (account, strategy), t in sorted(totals.items()):
+            fam.add_metric([account, strategy], float(t[i]))
+        yield fam
+
+
+def _alerts(value: Value, _src: MetricSources) -> Iterator[Metric]:
+    fam = GaugeMetricFamily(n.ALERTS_FIRING, "In-process alert rules firing, by alert name.", labels=["alert"])
+    for name, count in sorted(value("alerts").items()):
+        fam.add_metric([str(name)], int(count))
+    yield fam
+
+
 _BUILDERS: tuple[Callable[[Value, MetricSources], Iterable[Metric]], ...] = (
-    _events, _latency, _connection, _orders_working, _halt, _reconcile, _queues, _broker, _recorder,
+    _events, _latency, _connection, _orders_working, _halt, _reconcile, _queues, _broker, _recorder, _positions, _alerts,
 )
 
 

@@ -23,3 +23,12 @@ RECORDER_ROWS_WRITTEN_TOTAL = "recorder_rows_written_total"  # counter
 HALT_STATE = "halt_state"  # gauge: 1 while HALTed
 CONNECTION_UP = "connection_up"  # gauge: 1 when the Shioaji session is up
 CONNECTION_STATE = "connection_state"  # gauge{state}: up, reconnecting, down, unknown (1 for the current one)
+
+# Positions and PnL per (account, strategy), summed over symbols (bounded: strategies come from
+# strategies.tags, plus "unassigned"). Read from the store's view at scrape time. TWD, gross.
+POSITIONS_OPEN = "execstate_positions_open"  # gauge{account,strategy}: positions with a non-zero quantity
+REALIZED_PNL_TWD = "execstate_realized_pnl_twd"  # gauge{account,strategy}: realized PnL, before fees and taxes
+UNREALIZED_PNL_TWD = "execstate_unrealized_pnl_twd"  # gauge{account,strategy}: at the last marks (0 without one)
+FEES_TWD = "execstate_fees_twd"  # gauge{account,strategy}: fees booked
+TAXES_TWD = "execstate_taxes_twd"  # gauge{account,strategy}: transaction taxes booked
+ALERTS_FIRING = "execstate_alerts_firing"  # gauge{alert}: in-process alert rules firing (telemetry/alerts.py), by alert name

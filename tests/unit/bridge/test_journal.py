@@ -10,6 +10,7 @@ from payloads import EventDictLike, futures_deal, futures_order, stock_deal, sto
 from execstate.bridge.journal import JournalReader, JournalWriter, encode_line
 from execstate.config import parse_settings
 from execstate.domain.events import RawExecEvent
+from execstate.domain.payloads import without_person_id
 from execstate.normalize.instruments import InstrumentResolver
 from execstate.normalize.intents import IntentRegistry
 from execstate.normalize.worker import Normalizer
@@ -41,7 +42,7 @@ def test_round_trip_preserves_ts_state_and_msg_exactly(tmp_path):
     # Assert
     assert [r.ts_ns for r in back] == [r[0] for r in raws]
     assert [r.state for r in back] == ["SORDER", "SDEAL", "FORDER", "FDEAL"]
-    assert [r.msg for r in back] == [r[2] for r in raws]
+    assert [r.msg for r in back] == [without_person_id(r[2]) for r in raws]  # all but person_id, exactly
     assert all(isinstance(r, RawExecEvent) for r in back)
 
 
@@ -112,7 +113,7 @@ def test_nested_dict_like_values_are_written_as_plain_json():
     line = json.loads(encode_line((1, "SORDER", msg)))
 
     # Assert
-    assert line["msg"] == order
+    assert line["msg"] == without_person_id(order)
 
 
 def test_appending_writer_keeps_earlier_lines(tmp_path):
@@ -258,3 +259,82 @@ def test_nan_price_survives_the_round_trip(tmp_path):
 
     # Assert
     assert isinstance(back.msg["price"], float) and math.isnan(back.msg["price"])
+
+
+# -- person_id ----------------------------------------------------------------------------------
+PERSON_ID = "Q987654321"
+
+
+def _with_person(msg, person_id=PERSON_ID):
+    return {**msg, "order": {**msg["order"], "account": {**msg["order"]["account"], "person_id": person_id}}}
+
+
+@pytest.mark.parametrize("person_id", [PERSON_ID, "", 'we"ird\\id', "台北"])
+def test_person_id_is_never_written_and_the_rest_is_kept(tmp_path, person_id):
+    # Arrange
+    path = tmp_path / "journal.jsonl"
+    msg = _with_person(stock_order(), person_id)
+
+    # Act
+    _write(path, [(1, "SORDER", msg), (2, sj.OrderState.FuturesOrder, _with_person(futures_order(), person_id))])
+
+    # Assert
+    text = path.read_text(encoding="utf-8")
+    assert "person_id" not in text and (not person_id or person_id not in text)
+    back = list(JournalReader(path))
+    assert back[0].msg == without_person_id(msg)
+    assert back[0].msg["order"]["account"]["broker_id"] == msg["order"]["account"]["broker_id"]
+    assert msg["order"]["account"]["person_id"] == person_id  # the caller's payload is not touched
+
+
+def test_person_id_is_dropped_at_any_depth_and_on_the_slow_path(tmp_path):
+    # Arrange: nested accounts, a non-string person_id, a NaN (slow path), a dict-like payload
+    path = tmp_path / "journal.jsonl"
+    nested = {"a": [{"account": {"person_id": PERSON_ID, "x": 1}}, {"person_id": PERSON_ID}], "person_id": PERSON_ID}
+    odd = {"account": {"person_id": 12345678, "broker_id": "9A95"}}
+    nan = {**_with_person(stock_order()), "price": math.nan}
+    dict_like = EventDictLike(_with_person(stock_order()))
+
+    # Act
+    _write(path, [(1, "SORDER", nested), (2, "SORDER", odd), (3, "SORDER", nan), (4, sj.OrderState.StockOrder, dict_like)])
+
+    # Assert
+    text = path.read_text()
+    assert "person_id" not in text and PERSON_ID not in text and "12345678" not in text
+    back = [r.msg for r in JournalReader(path)]
+    assert back[0] == {"a": [{"account": {"x": 1}}, {}]}
+    assert back[1] == {"account": {"broker_id": "9A95"}}
+    assert math.isnan(back[2]["price"])
+
+
+def test_a_quoted_person_id_inside_a_string_value_is_kept(tmp_path):
+    # Arrange: only members named person_id go, never text that looks like one
+    path = tmp_path / "journal.jsonl"
+    msg = {"operation": {"op_msg": 'see "person_id":"x", here'}, "order": {"account": {"person_id": PERSON_ID, "broker_id": "9A95"}}}
+
+    # Act
+    _write(path, [(1, "SORDER", msg)])
+
+    # Assert
+    (back,) = JournalReader(path)
+    assert back.msg == {"operation": {"op_msg": 'see "person_id":"x", here'}, "order": {"account": {"broker_id": "9A95"}}}
+
+
+def test_journal_without_person_id_replays_to_the_same_books(tmp_path):
+    # Arrange
+    path = tmp_path / "journal.jsonl"
+    raws = [(1, "SORDER", _with_person(stock_order(quantity=2))), (2, "SDEAL", stock_deal(quantity=2))]
+    settings = parse_settings({})
+
+    def books(events):
+        stats = PipelineStats()
+        n = Normalizer(IntentRegistry({}), InstrumentResolver(settings), stats)
+        return [n.normalize(r) for r in events]
+
+    # Act
+    _write(path, raws)
+    replayed = books(list(JournalReader(path)))
+    live = books(raws)
+
+    # Assert
+    assert replayed == live

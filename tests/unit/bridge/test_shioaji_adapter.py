@@ -268,3 +268,37 @@ def test_connection_event_log_is_bounded():
 
     # Assert
     assert len(bridge.connection_events) == 1000
+
+
+# -- log lines ------------------------------------------------------------------------------------
+from structlog.testing import capture_logs  # noqa: E402
+
+
+def test_order_callback_logs_nothing():
+    api, _bridge = attached()
+    with capture_logs() as logs:
+        api.order_cb(sj.OrderState.StockDeal, stock_deal())
+    assert logs == []
+
+
+def test_connection_notice_is_logged_at_info_and_trouble_as_a_warning():
+    # Arrange
+    api, _bridge = attached()
+
+    # Act
+    with capture_logs() as logs:
+        api.event_cb(0, 12, "Reconnecting", "Session reconnecting")
+        api.event_cb(0, 13, "Reconnected", "Session reconnected")
+        api.event_cb(500, 16, "host unreachable", "Subscribe failed")
+
+    # Assert
+    assert [(e["event"], e["log_level"], e["event_code"], e["connection"]) for e in logs] == [
+        ("broker_event", "warning", 12, "reconnecting"), ("broker_event", "info", 13, "up"), ("broker_event", "warning", 16, "up")]
+    assert logs[2]["resp_code"] == 500 and logs[2]["info"] == "host unreachable" and logs[2]["detail"] == "Subscribe failed"
+
+
+def test_session_down_is_logged_as_an_error():
+    api, _bridge = attached()
+    with capture_logs() as logs:
+        api.session_down_cb()
+    assert [(e["event"], e["log_level"]) for e in logs] == [("session_down", "error")]

@@ -242,3 +242,24 @@ def test_raw_exec_event_is_an_immutable_tuple():
     with pytest.raises(AttributeError):
         raw.ts_ns = 0  # type: ignore[misc]
     assert raw == (_TS, "SDEAL", {"price": 26.85})
+
+
+# -- without_person_id -------------------------------------------------------------------------------
+from execstate.domain.payloads import without_person_id  # noqa: E402
+
+
+def test_without_person_id_drops_the_key_at_any_depth_and_leaves_the_input_alone():
+    # Arrange
+    msg = {"order": {"account": {"person_id": "A123456789", "broker_id": "9A95"}}, "list": [{"person_id": "x"}, 1], "person_id": "y", "k": (1, {"person_id": "z"})}
+
+    # Act
+    out = without_person_id(msg)
+
+    # Assert
+    assert out == {"order": {"account": {"broker_id": "9A95"}}, "list": [{}, 1], "k": (1, {})}
+    assert msg["order"]["account"]["person_id"] == "A123456789" and msg["person_id"] == "y"
+
+
+def test_without_person_id_returns_the_same_object_when_there_is_none():
+    msg = stock_deal()
+    assert without_person_id(msg) is msg

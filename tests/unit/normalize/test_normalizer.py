@@ -754,3 +754,101 @@ def test_event_id_does_not_depend_on_receive_time_or_receipt_id():
 
     # Assert
     assert one.event_id == two.event_id
+
+
+# ---------------------------------------------------------------------------------------
+# Log lines: duplicates and order failures (rare events, with account, symbol and order ids)
+# ---------------------------------------------------------------------------------------
+from structlog.testing import capture_logs  # noqa: E402
+
+from execstate.domain.events import RawExecEvent  # noqa: E402
+
+
+def _events(logs, name):
+    return [e for e in logs if e["event"] == name]
+
+
+def test_duplicate_deal_redelivered_by_the_callback_is_logged_at_info_with_its_ids():
+    # Arrange
+    norm = make()
+    run(norm, SORDER, stock_order(custom_field="MOMO"))
+    run(norm, SDEAL, stock_deal(custom_field="MOMO"))
+
+    # Act
+    with capture_logs() as logs:
+        out = run(norm, SDEAL, stock_deal(custom_field="MOMO", event_id="evt-other"))
+
+    # Assert
+    assert out is None
+    (line,) = _events(logs, "duplicate_dropped")
+    assert line["log_level"] == "info" and line["source"] == "callback" and line["state"] == "SDEAL"
+    assert (line["account"], line["symbol"], line["order_id"], line["exchange_seq"], line["event_id"]) == (ACCT, "2890", "892f730b", "669915", "evt-other")
+    assert line["fill_id"] == f"F:{ACCT}:892f730b:669915"
+
+
+def test_duplicate_order_event_is_logged_with_order_ids():
+    # Arrange
+    norm = make()
+    run(norm, SORDER, stock_order())
+
+    # Act
+    with capture_logs() as logs:
+        run(norm, SORDER, stock_order())
+
+    # Assert
+    (line,) = _events(logs, "duplicate_dropped")
+    assert (line["state"], line["account"], line["symbol"], line["order_id"], line["op_type"], line["ordno"]) == ("SORDER", ACCT, "2890", "892f730b", "New", "Y23CL")
+
+
+def test_duplicate_from_a_recovery_is_logged_at_debug():
+    # Arrange: resubmitted broker records and journal replays travel as RawExecEvent
+    norm = make()
+    run(norm, SDEAL, stock_deal())
+
+    # Act
+    with capture_logs() as logs:
+        norm.normalize(RawExecEvent(T_RECV, "SDEAL", stock_deal()))
+
+    # Assert
+    (line,) = _events(logs, "duplicate_dropped")
+    assert line["log_level"] == "debug" and line["source"] == "recovery"
+
+
+def test_fresh_events_log_nothing():
+    norm = make()
+    with capture_logs() as logs:
+        run(norm, SORDER, stock_order(custom_field="MOMO"))
+        run(norm, SDEAL, stock_deal(custom_field="MOMO"))
+    assert logs == []
+
+
+def test_order_failure_reported_by_the_broker_is_logged_as_a_warning():
+    # Arrange
+    norm = make()
+
+    # Act
+    with capture_logs() as logs:
+        event = run(norm, SORDER, stock_order(op_type="New", op_code="88", op_msg="此證券配額張數不足", custom_field="MOMO"))
+
+    # Assert
+    assert event.ok is False
+    (line,) = _events(logs, "order_failed")
+    assert line["log_level"] == "warning"
+    assert (line["account"], line["strategy"], line["symbol"], line["order_id"], line["op_type"], line["op_code"], line["op_msg"]) == (
+        ACCT, "momo", "2890", "892f730b", "New", "88", "此證券配額張數不足")
+
+
+def test_dead_letter_keeps_the_payload_without_person_id():
+    # Arrange
+    norm = make()
+    msg = stock_order()
+    msg["order"]["account"]["person_id"] = "A123456789"
+    msg["order"]["action"] = "Hold"  # malformed
+
+    # Act
+    dead = run(norm, SORDER, msg)
+
+    # Assert
+    assert isinstance(dead, DeadLetter)
+    assert "A123456789" not in repr(dead) and "person_id" not in repr(dead.msg)
+    assert dead.msg["order"]["account"]["broker_id"] == "9A95"

@@ -245,3 +245,63 @@ def test_http_server_answers_on_loopback_only():
 def test_metrics_server_refuses_non_loopback_hosts(host):
     with pytest.raises(ValueError, match="loopback"):
         start_metrics_server(registry_for(MetricSources()), host=host)
+
+
+def test_positions_and_pnl_per_account_and_strategy_after_a_known_day():
+    # Arrange: momo buys 2 lots of 2890 at 26.85, sells 1 at 27.00, marked at 27.50; an
+    # unattributed lot of 2330 at 600 (no mark). Discount 1: fees floor(price x shares x 0.1425%).
+    pipeline = Pipeline(parse_settings({"runtime": {"gc_freeze_after_start": False, "switch_interval_us": 0},
+                                        "strategies": {"tags": {"MOMO": "momo"}}}))
+    registry = registry_for(MetricSources(positions=pipeline.snapshot))
+    pipeline.process_batch([
+        (NOW_NS, "SORDER", stock_order(quantity=3, custom_field="MOMO")),
+        (NOW_NS, "SDEAL", stock_deal(exchange_seq="1", event_id="e1", quantity=2, custom_field="MOMO")),
+        (NOW_NS, "SDEAL", stock_deal(exchange_seq="2", event_id="e2", action="Sell", price=27.0, quantity=1, custom_field="MOMO")),
+        (NOW_NS, "SDEAL", stock_deal(exchange_seq="3", event_id="e3", code="2330", price=600, trade_id="other", ordno="Z0001")),
+    ])
+    pipeline.store.set_mark("2890", "27.5")
+
+    # Act
+    samples = _scrape(registry)
+
+    # Assert
+    momo = {"account": "9A95-1234567", "strategy": "momo"}
+    other = {"account": "9A95-1234567", "strategy": "unassigned"}
+    assert _get(samples, "execstate_positions_open", **momo) == 1
+    assert _get(samples, "execstate_realized_pnl_twd", **momo) == 150  # (27.00 - 26.85) x 1000
+    assert _get(samples, "execstate_unrealized_pnl_twd", **momo) == 650  # (27.50 - 26.85) x 1000
+    assert _get(samples, "execstate_fees_twd", **momo) == 76 + 38  # floor(53,700 x 0.1425%) + floor(27,000 x 0.1425%)
+    assert _get(samples, "execstate_taxes_twd", **momo) == 40  # floor(27,000 x 0.15%): a cash day trade
+    assert _get(samples, "execstate_positions_open", **other) == 1
+    assert _get(samples, "execstate_unrealized_pnl_twd", **other) == 0  # no mark
+    assert _get(samples, "execstate_fees_twd", **other) == 855  # 600,000 x 0.1425%
+    assert not any("symbol" in dict(labels) for _, labels in samples)  # never per symbol
+
+
+def test_positions_closed_flat_count_zero_open_but_keep_their_pnl():
+    pipeline = Pipeline(SETTINGS)
+    registry = registry_for(MetricSources(positions=pipeline.snapshot))
+    pipeline.process_batch([
+        (NOW_NS, "SDEAL", stock_deal(exchange_seq="1", event_id="e1")),
+        (NOW_NS, "SDEAL", stock_deal(exchange_seq="2", event_id="e2", action="Sell", price=27.85)),
+    ])
+
+    samples = _scrape(registry)
+
+    key = {"account": "9A95-1234567", "strategy": "unassigned"}
+    assert _get(samples, "execstate_positions_open", **key) == 0
+    assert _get(samples, "execstate_realized_pnl_twd", **key) == 1000  # (27.85 - 26.85) x 1000
+
+
+def test_alerts_firing_gauge_by_alert_name():
+    from execstate.telemetry.alerts import AlertEvaluator, AlertInputs, rules_for
+
+    evaluator = AlertEvaluator(rules_for(SETTINGS.alerts))
+    registry = registry_for(MetricSources(alerts=evaluator.firing_by_name))
+    evaluator.evaluate(AlertInputs(halted=True, corrections_recent=1), NOW_NS / 1e9)
+
+    samples = _scrape(registry)
+
+    assert _get(samples, "execstate_alerts_firing", alert="ExecstateHalted") == 1
+    assert _get(samples, "execstate_alerts_firing", alert="ExecstateReconciliationMismatch") == 1
+    assert _get(samples, "execstate_alerts_firing", alert="ExecstateConnectionDown") == 0

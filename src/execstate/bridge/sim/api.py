@@ -1,10 +1,12 @@
 """Duck-typed stand-in for the parts of the sync `shioaji.Shioaji` client that execstate uses.
 
-Entry points: `SimShioaji(session, broker=None, clock=time.monotonic)` with `login`, `logout`,
-`stock_account`, `futopt_account`, `list_accounts`, `subscribe_trade`, `unsubscribe_trade`,
-`set_order_callback`, `set_event_callback`, `set_session_down_callback`, `trade_cache_health`,
-`list_trades`, `update_status`, `order_deal_records`, the portfolio queries (delegated to
-`SimBroker`), and the simulation controls `play(...) -> Playback`, `disconnect()`, `reconnect()`.
+Entry points: `SimShioaji(session, broker=None, clock=time.monotonic, ack_latency_s=0.002,
+fill_latency_s=0.01)` with `login`, `logout`, `stock_account`, `futopt_account`,
+`list_accounts`, `subscribe_trade`, `unsubscribe_trade`, `set_order_callback`,
+`set_event_callback`, `set_session_down_callback`, `trade_cache_health`, `list_trades`,
+`update_status`, `order_deal_records`, `Contracts`, `place_order`, `cancel_order`,
+`restore_placed`, the portfolio queries (delegated to `SimBroker`), and the simulation
+controls `play(...) -> Playback`, `disconnect()`, `reconnect()`, `drain_orders(timeout)`.
 
 Invariants:
 - `play` calls the order callback as `cb(sj.OrderState(state), payload)` from one non-main
@@ -20,6 +22,15 @@ Invariants:
   `sj.AuthError('Not authenticated')`, like 1.7.9.
 - Event callback: `cb(resp_code, event_code, info, event)` with Solace codes 0 UP_NOTICE,
   1 DOWN_ERROR, 12 RECONNECTING_NOTICE, 13 RECONNECTED_NOTICE; called on the caller's thread.
+- `place_order(contract, order)` takes the real `sj.StockOrder` / `sj.FuturesOrder` and a
+  contract (`sj.Stock`, `sj.Future`, `sj.Option`, `sj.BaseContract`, or `api.Contracts...`),
+  spends one order-group call (250 per 10 s, then the ban), books the order's reports and
+  deals into the broker's truth at once (`placement` has the fill model), and returns a
+  `SimTrade` (1.7.9's `Trade` cannot be constructed) with status PendingSubmit. The reports
+  reach the order callback later, from the "sim-shioaji-order-cb" thread: the New after
+  `ack_latency_s`, each further report `fill_latency_s` after the previous one; they may
+  race the return, as in the SDK. `cancel_order(trade)` cancels a resting order.
+  `update_status(trade=t)` and `cancel_order(t)` refresh `t.status` in place, as the SDK does.
 """
 
 from __future__ import annotations
@@ -27,14 +38,17 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import shioaji as sj
 
 from execstate.bridge.sim.broker import SimBroker
-from execstate.bridge.sim.ratelimit import LOGIN
-from execstate.bridge.sim.records import SimTrade, build_trades, copy_payload
+from execstate.bridge.sim.catalog import taipei_ms
+from execstate.bridge.sim.placement import OrderDesk, Outbox, SimContracts, _v
+from execstate.bridge.sim.ratelimit import LOGIN, ORDER
+from execstate.bridge.sim.records import SimTrade, build_trades, copy_payload, event_ts
 
 UP_NOTICE, DOWN_ERROR, RECONNECTING_NOTICE, RECONNECTED_NOTICE = 0, 1, 12, 13
 _R = sj.TradeCacheHealthReasonCode
@@ -84,9 +98,15 @@ class SimShioaji:
     """A logged-in-able fake client over one `SimSession` (see module docstring)."""
 
     def __init__(self, session: Any, broker: SimBroker | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, *, ack_latency_s: float = 0.002,
+                 fill_latency_s: float = 0.01) -> None:
         self.session = session
         self.broker = broker or SimBroker(session, clock)
+        self.Contracts = SimContracts()
+        self.ack_latency_s, self.fill_latency_s = ack_latency_s, fill_latency_s
+        self._desk = OrderDesk(session.config, self.broker.accounts, (o.order_id for o in session.orders))
+        self._outbox = Outbox(self._deliver_placed)
+        self.placed_events: Counter[str] = Counter()  # placed orders' reports: delivered, lost, errors
         self._lock = threading.RLock()
         self._order_cb: Callable[[Any, Any], None] | None = None
         self._event_cb: Callable[[int, int, str, str], None] | None = None
@@ -315,12 +335,97 @@ class SimShioaji:
 
     def update_status(self, account: Any = None, *, trade: Any = None, timeout: int | None = 30000,
                       cb: Callable | None = None) -> None:
-        """Server refresh (order budget); the cache gets a baseline (None: all accounts)."""
+        """Server refresh (order budget); the cache gets a baseline (None: all accounts), and
+        `trade` (a `SimTrade`), when given, its current status."""
         self._require_login()
         self.broker.update_status(account, trade=trade, timeout=timeout)
         self._baseline(account)
+        if trade is not None:
+            self._refresh(trade)
         if cb is not None:
             cb(self.list_trades())
+
+    # -- order entry ---------------------------------------------------------------------------
+    def place_order(self, contract: Any, order: Any, timeout: int | None = 30000,
+                    cb: Callable[[SimTrade], None] | None = None) -> SimTrade:
+        """Place a real `sj.StockOrder` / `sj.FuturesOrder` (see the module docstring).
+
+        Raises the ban error past the order budget, `sj.ShioajiValueError` /
+        `sj.ShioajiTypeError` for an order the broker refuses (unknown contract, wrong order
+        class or account, quantity <= 0, a limit without price, custom_field over 6 characters).
+        """
+        self._require_login()
+        default = self.broker.stock_account if _v(getattr(contract, "security_type", "")) == "STK" else self.broker.futopt_account
+        key = self.broker.account_key(getattr(order, "account", None) or default)
+        self.broker.server_call(ORDER)
+        placement = self._desk.place(contract, order, key, self._floor_ms(), self.broker.mark_price)
+        self.broker.add_placed(placement.records, placement.fills)
+        self._send(placement.records)
+        if cb is not None:
+            cb(placement.trade)
+        return placement.trade
+
+    def cancel_order(self, trade: Any, timeout: int | None = 30000,
+                     cb: Callable[[Any], None] | None = None) -> Any:
+        """Cancel what rests of a placed order (one order-group call); a finished order is
+        left as it is. Returns `trade`, its status refreshed."""
+        self._require_login()
+        self.broker.server_call(ORDER)
+        placement = self._desk.cancel(trade.order.id, self._floor_ms())
+        if placement is not None:
+            self.broker.add_placed(placement.records, placement.fills)
+            self._send(placement.records)
+        self._refresh(trade)
+        if cb is not None:
+            cb(trade)
+        return trade
+
+    def restore_placed(self, records: Any) -> int:
+        """After a restart: take back the reports of orders placed earlier today (e.g. a
+        journal's (state, payload) pairs; other records are ignored) into the broker's truth,
+        so ids continue after them. Returns how many reports were restored."""
+        placement = self._desk.restore(records)
+        self.broker.add_placed(placement.records, placement.fills)
+        return len(placement.records)
+
+    def drain_orders(self, timeout: float | None = 10.0) -> bool:
+        """Wait until every placed order's report has reached the callback; False on timeout."""
+        return self._outbox.join(timeout)
+
+    def _send(self, records: tuple[tuple[str, dict], ...]) -> None:
+        delays = (self.ack_latency_s + i * self.fill_latency_s for i in range(len(records)))
+        self._outbox.send((d, state, copy_payload(msg)) for d, (state, msg) in zip(delays, records))
+
+    def _deliver_placed(self, state: str, msg: dict) -> None:
+        """One placed order's report, on the outbox thread: as `play` delivers the day's."""
+        if not self._admit(state, msg):
+            self.placed_events["lost"] += 1
+            return
+        cb = self._order_cb
+        if cb is None:
+            return
+        try:
+            cb(sj.OrderState(state), copy_payload(msg))
+            self.placed_events["delivered"] += 1
+        except Exception:  # noqa: BLE001 - the SDK's thread survives a bad callback
+            self.placed_events["errors"] += 1
+
+    def _floor_ms(self) -> int:
+        """Exchange time of "now" for a placed order: where the day's replay stands (its end
+        when fully played), never before 09:00 of the trade date."""
+        as_of = self.broker.as_of
+        if as_of is None:
+            as_of = event_ts(*self.session.records[-1]) if self.session.records else 0.0
+        return max(int(as_of * 1000) + 1, taipei_ms(self.session.config.trade_date, 9, 0))
+
+    def _refresh(self, trade: Any) -> None:
+        """Give a `SimTrade` the broker's current status of its order, in place."""
+        tid = trade.order.id
+        records = [(s, m) for s, m in self.broker.truth_records()
+                   if (m["trade_id"] if s.endswith("DEAL") else m["order"]["id"]) == tid]
+        fresh = build_trades(records, self.broker.accounts)
+        if fresh and isinstance(trade, SimTrade):
+            object.__setattr__(trade, "status", fresh[0].status)  # frozen mirror; the SDK's Trade is updated in place
 
     def order_deal_records(self, account: Any = None, timeout: int | None = 30000,
                            cb: Callable | None = None) -> list[tuple[sj.OrderState, dict]]:

@@ -3,12 +3,14 @@
 Entry points: `SimBroker(session, clock=time.monotonic, ...)` with the sync `shioaji.Shioaji`
 method names and parameters (`list_positions`, `list_profit_loss`, `list_profit_loss_detail`,
 `list_settlements`, `update_status`, `order_deal_records`, `list_trades`), plus `set_mark`,
-`set_as_of`, `fail_next`, `calls`, `banned_until`, `truth_records`. Report types live in
-`records`.
+`set_as_of`, `fail_next`, `calls`, `banned_until`, `truth_records`, and for orders placed
+through `SimShioaji.place_order`: `add_placed(records, fills)`, `mark_price(code)`,
+`placed_fills`. Report types live in `records`.
 
 Invariants:
 - Truth = `session.initial_positions` + every truth fill (dropped deliveries included) with
-  `ts <= as_of` (`as_of=None`: the whole day). Queries never depend on what was delivered.
+  `ts <= as_of` (`as_of=None`: the whole day) + every placed order's records and fills (live
+  facts, never cut by `as_of`). Queries never depend on what was delivered.
 - Position key (account, code, direction, cond) for stocks, (account, full_code, direction) for
   futures/options; lots are matched FIFO, so `price` is the weighted average trade price of the
   open quantity. The real broker most likely folds the buy fee into `price` and nets estimated
@@ -27,11 +29,12 @@ import threading
 import time
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import shioaji as sj
 
-from execstate.bridge.sim.catalog import FeeModel, business_days_after, instrument_for
+from execstate.bridge.sim.catalog import (
+    FUTURES, FeeModel, business_days_after, instrument_for, option_premium, round_to_tick)
 from execstate.bridge.sim.ratelimit import ACCOUNTING, ORDER, RateGate
 from execstate.bridge.sim.records import (
     SimFill, SimFuturePosition, SimFutureProfitDetail, SimFutureProfitLoss, SimSettlement,
@@ -55,6 +58,11 @@ class _Lot:
 
     def __init__(self, qty: int, price: Decimal, date: str, dseq: str, seqno: str, today: bool) -> None:
         self.qty, self.price, self.date, self.dseq, self.seqno, self.today = qty, price, date, dseq, seqno, today
+
+
+def _account_key_of(msg: dict) -> str:
+    acct = msg["order"]["account"] if "order" in msg else msg
+    return f'{acct["broker_id"]}-{acct["account_id"]}'
 
 
 def _is_share(unit: Any) -> bool:
@@ -83,11 +91,13 @@ class SimBroker:
             yday -= dt.timedelta(days=1)
         self._yday = yday.isoformat()
         s, f = cfg.stock_account, cfg.futopt_account
-        self.stock_account = sj.Account(account_type=sj.AccountType.Stock, person_id="",
+        self.stock_account = sj.Account(account_type=sj.AccountType.Stock, person_id=s.person_id,
                                         broker_id=s.broker_id, account_id=s.account_id, signed=True, username="")
-        self.futopt_account = sj.Account(account_type=sj.AccountType.Future, person_id="",
+        self.futopt_account = sj.Account(account_type=sj.AccountType.Future, person_id=f.person_id,
                                          broker_id=f.broker_id, account_id=f.account_id, signed=True, username="")
         self.accounts = {s.key: self.stock_account, f.key: self.futopt_account}
+        # placed orders' truth: ((state, payload) records, fills), swapped whole (copy-on-write)
+        self._placed: tuple[tuple[tuple[str, dict], ...], tuple[SimFill, ...]] = ((), ())
 
     # -- control -------------------------------------------------------------------------------
     @property
@@ -107,6 +117,36 @@ class SimBroker:
     def set_as_of(self, ts: float | None) -> None:
         """Make the books reflect only events with exchange time <= ts (None: whole day)."""
         self.as_of = ts
+
+    def add_placed(self, records: Iterable[tuple[str, dict]], fills: Iterable[SimFill]) -> None:
+        """Book a placed order's records (state, payload) and fills into the truth."""
+        with self._lock:
+            old_records, old_fills = self._placed
+            self._placed = (old_records + tuple(records), old_fills + tuple(fills))
+
+    @property
+    def placed_fills(self) -> tuple[SimFill, ...]:
+        """Fills of orders placed through `SimShioaji.place_order`, in placement order."""
+        return self._placed[1]
+
+    def mark_price(self, code: str) -> Decimal:
+        """The price a marketable order on position code `code` trades at: `set_mark`, else
+        the last truth fill (as of now), else yesterday's position price, else the catalog's."""
+        mark = self._marks.get(code)
+        if mark is not None:
+            return mark
+        cutoff = self.as_of
+        seen = [f for f in self.session.fills if f.position_code == code and (cutoff is None or f.ts <= cutoff)]
+        seen += [f for f in self._placed[1] if f.position_code == code]
+        if seen:
+            return max(reversed(seen), key=lambda f: f.ts).price  # the latest; on a tie, the last booked
+        for p in self.session.initial_positions:
+            if p.code == code:
+                return p.price
+        inst = instrument_for(code)
+        if inst.security_type == "OPT":
+            return round_to_tick(inst, Decimal(repr(round(option_premium(inst, float(FUTURES[0].base_price)), 3))))
+        return inst.base_price
 
     def fail_next(self, n: int, exc: BaseException) -> None:
         """The next `n` admitted server calls raise `exc` (after rate accounting)."""
@@ -134,7 +174,9 @@ class SimBroker:
     # -- books ---------------------------------------------------------------------------------
     def _fills(self, key: str) -> list[SimFill]:
         cutoff = self.as_of
-        return [f for f in self.session.fills if f.account == key and (cutoff is None or f.ts <= cutoff)]
+        out = [f for f in self.session.fills if f.account == key and (cutoff is None or f.ts <= cutoff)]
+        placed = [f for f in self._placed[1] if f.account == key]
+        return sorted(out + placed, key=lambda f: f.ts) if placed else out  # stable: ties keep exchange order
 
     def _replay(self, key: str) -> tuple[dict, list, dict, dict]:
         books: dict[tuple[str, str], list[_Lot]] = {}
@@ -297,7 +339,8 @@ class SimBroker:
             acct = msg["order"]["account"] if "order" in msg else msg
             if f'{acct["broker_id"]}-{acct["account_id"]}' in keys and (cutoff is None or event_ts(state, msg) <= cutoff):
                 out.append((state, msg))
-        return out
+        placed = [(state, msg) for state, msg in self._placed[0] if _account_key_of(msg) in keys]
+        return sorted(out + placed, key=lambda r: event_ts(*r)) if placed else out  # stable sort
 
     def order_deal_records(self, account: Any = None, timeout: int | None = 30000,
                            cb: Callable | None = None) -> list[tuple[sj.OrderState, dict]]:

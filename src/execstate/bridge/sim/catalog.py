@@ -44,6 +44,7 @@ class AccountSpec:
     account_type: str  # "S" stock, "F" futures/options
     broker_id: str
     account_id: str
+    person_id: str = ""  # the account holder's national id, as Shioaji's payloads carry it (not in `key`)
 
     @property
     def key(self) -> str:
@@ -231,31 +232,37 @@ class OrderTicket:
     """One order as the callback payloads describe it; renders order and deal payloads.
 
     Payload dicts carry every key of the 1.7.9 TypedDicts with their Python types; `event_id`
-    is left "" for the caller to assign. Stock: web_id "137"; futures: web_id "Z", Day session,
-    oc_type "Auto". `person_id` is always "".
+    is left "" for the caller to assign. Stock: web_id "137"; futures: web_id "Z", Day session.
+    `price_type` / `time_in_force` / `oc_type` default to LMT / ROD / Auto (the generated day's
+    orders); placed orders (`placement`) set them from the Shioaji order. `person_id` is the
+    account's (`AccountSpec.person_id`, "" unless configured).
     """
 
     __slots__ = ("inst", "acct", "strategy", "tag", "action", "qty", "price", "lot", "cond",
-                 "trade_id", "seqno", "ordno", "symbol")
+                 "trade_id", "seqno", "ordno", "symbol", "price_type", "time_in_force", "oc_type")
     inst: Instrument
     acct: AccountSpec
     price: Decimal
+
+    def __init__(self) -> None:
+        self.price_type, self.time_in_force, self.oc_type = "LMT", "ROD", "Auto"
 
     def order_payload(self, op: str, code: str, msg: str, t_ms: int, cancelled: int,
                       modified: float) -> dict:
         """SORDER/FORDER payload for operation `op` at exchange time `t_ms`."""
         inst, acct = self.inst, self.acct
         order = {"id": self.trade_id, "seqno": self.seqno, "ordno": self.ordno,
-                 "account": {"account_type": acct.account_type, "person_id": "", "broker_id": acct.broker_id,
+                 "account": {"account_type": acct.account_type, "person_id": acct.person_id, "broker_id": acct.broker_id,
                              "account_id": acct.account_id, "signed": True, "username": ""},
                  "action": self.action, "price": float(self.price), "quantity": self.qty,
-                 "time_in_force": "ROD", "order_type": "ROD", "price_type": "LMT"}
+                 "time_in_force": self.time_in_force, "order_type": self.time_in_force,
+                 "price_type": self.price_type}
         if inst.is_stock:
             order.update(order_cond=self.cond, order_lot=self.lot, custom_field=self.tag)
             contract = {"exchange": inst.exchange, "code": inst.code, "security_type": "STK",
                         "symbol": inst.exchange + inst.code, "name": inst.name, "currency": "TWD"}
         else:
-            order.update(market_type="Day", oc_type="Auto", subaccount="", combo=False)
+            order.update(market_type="Day", oc_type=self.oc_type, subaccount="", combo=False)
             contract = {"security_type": inst.security_type, "code": inst.code, "exchange": inst.exchange,
                         "delivery_month": inst.delivery_month, "full_code": inst.full_code,
                         "delivery_date": inst.delivery_date, "strike_price": inst.strike_price,

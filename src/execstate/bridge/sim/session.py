@@ -19,6 +19,7 @@ Invariants:
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import datetime as dt
 import itertools
 import json
@@ -64,6 +65,12 @@ class SimConfig:
     drop_rate: float = 0.0
     reorder_window: int = 3
     initial_positions: tuple[InitialPosition, ...] = DEFAULT_INITIAL_POSITIONS
+    person_id: str = ""  # non-empty: both accounts carry it (payloads and `sj.Account`), as a real login's do
+
+    def __post_init__(self) -> None:
+        if self.person_id:
+            for name in ("stock_account", "futopt_account"):
+                object.__setattr__(self, name, dataclasses.replace(getattr(self, name), person_id=self.person_id))
 
     @property
     def accounts(self) -> tuple[AccountSpec, AccountSpec]:

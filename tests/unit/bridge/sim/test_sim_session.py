@@ -330,3 +330,20 @@ def test_fault_free_config_delivers_truth_in_exchange_order():
     assert all(ts == sorted(ts) for ts in by_order.values())
     assert sorted(json.dumps(m, sort_keys=True) for _, m in s.events) == sorted(
         json.dumps(m, sort_keys=True) for _, m in s.records)
+
+
+def test_configured_person_id_is_carried_by_payloads_and_accounts():
+    # Arrange
+    from execstate.bridge.sim import SimShioaji
+
+    config = SimConfig(seed=3, n_orders=30, person_id="Z123456789")
+
+    # Act
+    session = generate_session(config)
+    accounts = SimShioaji(session).login("k", "s")
+
+    # Assert
+    orders = [msg for state, msg in session.events if state in ("SORDER", "FORDER")]
+    assert orders and {msg["order"]["account"]["person_id"] for msg in orders} == {"Z123456789"}
+    assert {a.person_id for a in accounts} == {"Z123456789"}
+    assert config.stock_account.key == "9A95-1234567"  # the account key does not change

@@ -1,0 +1,1 @@
+"""Chaos scenarios: faults of a live trading day against the simulated broker (`make chaos`)."""
