@@ -1,18 +1,24 @@
-# execstate: `make demo`, `make test`, `make bench`. Each creates .venv on first use.
+# execstate: `make demo`, `make test`, `make bench`, `make docs`. Each creates .venv on first use.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-test
 BENCH_STAMP := $(VENV)/.installed-bench
+DOCS_STAMP := $(VENV)/.installed-docs
 
-.PHONY: demo test bench venv tools clean
+.PHONY: demo test bench chaos docs venv tools clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
+# the docs extra too: the docs test (tests/docs) builds the site with mkdocs --strict
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,docs]'
+	touch $@
+
+$(DOCS_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e '.[docs]'
 	touch $@
 
 $(BENCH_STAMP): pyproject.toml $(STAMP)
@@ -34,6 +40,14 @@ demo: $(STAMP)
 
 test: $(STAMP) tools
 	$(PY) -m pytest
+
+# every fault scenario against the simulated broker (a fast subset runs in `make test`)
+chaos: $(STAMP) tools
+	$(PY) -m chaos.run
+
+# the documentation site (docs/, mkdocs.yml) into build/site, offline; a warning fails it
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 bench: $(BENCH_STAMP)
 	$(PY) bench/run_all.py

@@ -20,7 +20,9 @@ ORDER BY letter_id;
 -- reconciliations (execstate.domain.events.ReconcileRecord): one row per reconciliation run.
 -- Key: record_id = R:{started_ns}:{reason}. started_ns is the run's start time (ns): the
 -- column keeps the field's name and holds it as a timestamp. discrepancies and corrections
--- are JSON lists, as in the event.
+-- are JSON lists, as in the event; so is pnl_discrepancies (unrealized PnL differences from the
+-- broker's over reconcile.max_pnl_mismatch_twd), added later: the ALTER below gives it to a
+-- table created before it (both statements are idempotent).
 CREATE TABLE IF NOT EXISTS reconciliations
 (
     record_id            String,
@@ -34,8 +36,11 @@ CREATE TABLE IF NOT EXISTS reconciliations
     corrections          String,
     error                String,
     halted               Bool,
+    pnl_discrepancies    String DEFAULT '[]',
     recorded_at          DateTime64(9, 'Asia/Taipei') DEFAULT now64(9)
 )
 ENGINE = ReplacingMergeTree(recorded_at)
 PARTITION BY toDate(started_ns, 'Asia/Taipei')
 ORDER BY record_id;
+
+ALTER TABLE reconciliations ADD COLUMN IF NOT EXISTS pnl_discrepancies String DEFAULT '[]' AFTER halted;

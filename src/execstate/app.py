@@ -7,7 +7,9 @@ replay and tests), `positions_as_dicts(snapshot)` (the stable `replay --json` sh
 `service`.
 
 Invariants:
-- One worker thread does all writes: journal line first, then normalize, then the store;
+- One worker thread does all writes: journal line first, then normalize, then the store
+  (a broker record resubmitted by a reconciliation is journaled after normalizing, and only
+  when it was not a duplicate, so polling does not grow the journal);
   after each batch the journal is flushed, the store view is published, and only then are
   the batch's events fanned out on the bus (a subscriber sees books that include its event).
 - The worker loop never dies silently: a failure on one event is counted, logged and the
@@ -35,10 +37,9 @@ import msgspec
 from execstate.bus import TOPIC_DELTA, TOPIC_FILL, TOPIC_ORDER, TOPIC_SNAPSHOT, EventBus
 from execstate.bridge.journal import JournalWriter
 from execstate.config import Settings
-from execstate.domain.events import DeadLetter, FillEvent, OrderEvent, PositionSnapshot
-from execstate.domain.events import RawExecEvent
+from execstate.domain.events import CORRECTION_STATE, DeadLetter, FillEvent, OrderEvent, PositionSnapshot, RawExecEvent
 from execstate.domain.money import fmt_decimal
-from execstate.domain.payloads import to_plain, without_person_id
+from execstate.domain.payloads import kept_copy, safe_text, state_text
 from execstate.normalize.instruments import InstrumentResolver
 from execstate.normalize.intents import IntentRegistry
 from execstate.normalize.worker import Normalizer
@@ -121,9 +122,17 @@ class Pipeline:
         fill_recv: list[int] = []
         for raw in raws:
             try:
-                if journal is not None:
+                # A broker record resubmitted by a reconciliation is journaled only when it is
+                # news (not a duplicate): every check resubmits the whole day's records, and a
+                # record lost in a crash before its line is written is fetched again by the
+                # next check. Callback events and corrections are journaled before anything else.
+                resubmitted = type(raw) is RawExecEvent and raw[1] != CORRECTION_STATE
+                if journal is not None and not resubmitted:
                     journal.write(raw)
+                duplicates = stats.duplicates
                 event = normalize(raw)
+                if resubmitted and journal is not None and stats.duplicates == duplicates:
+                    journal.write(raw)
                 if event is None:
                     continue
                 if type(event) is FillEvent:
@@ -137,7 +146,8 @@ class Pipeline:
                     self.park(event)
             except Exception as exc:  # a bug on one event must not stop the books
                 log.exception("event_failed", error=repr(exc))
-                self.park(DeadLetter(reason=f"internal error: {exc!r}"[:300], state=str(raw[1])[:40], ts_recv=raw[0], msg=_dead_msg(raw[2])))
+                stats.dead_letters += 1  # counted like every rejection (the metric equals the dead letters)
+                self.park(DeadLetter(reason=safe_text(f"internal error: {exc!r}", 300), state=state_text(raw[1]), ts_recv=raw[0], msg=kept_copy(raw[2])))
         if journal is not None:
             journal.flush()
             stats.journal_lines = journal.lines
@@ -278,14 +288,6 @@ class Pipeline:
         if self.journal is not None:
             raise RuntimeError("journal already open")
         self.journal = JournalWriter(path)
-
-
-def _dead_msg(msg: Any) -> Any:
-    """A payload as a dead letter keeps it: plain, without `person_id`."""
-    try:
-        return without_person_id(to_plain(msg))
-    except Exception:  # so odd it cannot be copied: keep nothing of it
-        return f"<unreadable {type(msg).__name__}>"
 
 
 def apply_runtime_tuning(settings: Settings) -> None:

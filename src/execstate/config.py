@@ -54,6 +54,8 @@ class ReconcileSettings(_Model):
     confirmations: Annotated[int, Field(ge=1, le=10, strict=True)] = 2
     recent_fill_window_ms: PositiveMs = 5000  # a symbol with a fill this recent counts as in flight
     max_quantity_mismatch: Annotated[int, Field(ge=0, strict=True)] = 0
+    # unrealized PnL vs the broker's list_positions pnl, per position: reported (and alerted on, warn:
+    # ExecstateReconciliationPnlMismatch in deploy/prometheus/alerts.yml, change both) above this
     max_pnl_mismatch_twd: Money = Decimal("100")
     poll_interval_ms: PositiveMs = 5000
 

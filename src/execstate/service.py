@@ -38,10 +38,12 @@ from execstate.domain.events import PositionSnapshot
 from execstate.domain.money import fmt_decimal
 from execstate.domain.payloads import without_person_id
 from execstate.normalize.intents import IntentRegistry
+from execstate.positions.fees import FeeSchedule
 from execstate.reconcile.broker import account_key, make_fetch
 from execstate.reconcile.gateway import BrokerCall, BrokerGateway
 from execstate.reconcile.halt import HaltState
 from execstate.reconcile.monitor import Monitor
+from execstate.reconcile.pnl import BrokerEstimate, OpenCost, OpenCostCache
 from execstate.reconcile.reconciler import ReconcileResult, Reconciler, attribution_from, reconcile_record
 from execstate.telemetry.alerts import AlertEvaluator, AlertLoop, InputsReader, rules_for
 from execstate.telemetry.logging import get_logger
@@ -144,10 +146,11 @@ class Service:
         self.halt = HaltState()
         self.gateway = BrokerGateway(api, settings.rate_limits)
         fetch = make_fetch(lambda calls, deadline: self.gateway.map([BrokerCall(m, a, k, g) for g, m, a, k in calls], deadline=deadline), self.accounts)
+        self._open_cost_cache = OpenCostCache(FeeSchedule(settings.fees))  # the PnL comparison's opening fees, as the store's
         self.reconciler = Reconciler(
             settings.reconcile, list(self.accounts), fetch, self.pipeline.store.view, self.pipeline.submit,
             self._in_flight, lambda: self.pipeline.stats.fills, self.halt,
-            on_result=self._record_result,
+            on_result=self._record_result, open_costs=self._open_costs, estimate=BrokerEstimate.from_fees(settings.fees.stock),
         )
         self.monitor = Monitor(
             self.reconciler, settings.reconcile, self.bridge.heartbeat, lambda: self.pipeline.on_worker(self.pipeline.normalizer.orders.working),
@@ -163,7 +166,7 @@ class Service:
             orders_working=lambda: self.pipeline.on_worker(self.pipeline.normalizer.orders.working, timeout=0.5),
         )
         # alerts.yml evaluated in-process (telemetry/alerts.py): same readings, logs alert_firing, HALTs on the rules marked `halts`
-        self.alerts = AlertEvaluator(rules_for(settings.alerts), halt=self.halt.enter)
+        self.alerts = AlertEvaluator(rules_for(settings.alerts, settings.reconcile.max_pnl_mismatch_twd), halt=self.halt.enter)
         self.alert_loop = AlertLoop(self.alerts, InputsReader(settings.alerts, self.metrics_sources, time.time()),
                                     settings.alerts.eval_interval_ms / 1000)
         self.metrics_sources.alerts = self.alerts.firing_by_name
@@ -179,6 +182,11 @@ class Service:
         self.reconcile_metrics.record(result)
         if self.recorder is not None:
             self.recorder.submit(reconcile_record(result))
+
+    def _open_costs(self) -> dict[tuple[str, str], OpenCost]:
+        """Our open lots per (account, symbol), for the PnL comparison: the fills are copied on the
+        worker (a barrier), the FIFO restatement runs on the reconciler's thread, incrementally."""
+        return self._open_cost_cache(self.pipeline.on_worker(self.pipeline.store.fills))
 
     def _in_flight(self) -> set[tuple[str, str]]:
         recent_ns = self.settings.reconcile.recent_fill_window_ms * 1_000_000
@@ -348,4 +356,5 @@ def _summary(r: ReconcileResult) -> dict:
         "pending": msgspec.to_builtins(r.pending),
         "corrections": msgspec.to_builtins(r.corrections),
         "error": r.error, "halted": r.halted,
+        "pnl_discrepancies": msgspec.to_builtins(r.pnl_discrepancies),
     }

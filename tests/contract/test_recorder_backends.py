@@ -128,7 +128,9 @@ def hand_built() -> dict[str, list]:
     records = [ReconcileRecord(record_id=f"R:{T0}:poll", reason="poll", accounts=("9A95-1234567", "F002000-1234567"), started_ns=T0,
                                duration_ms=12.5, records_resubmitted=1, recovered_fills=2,
                                discrepancies='[{"account":"9A95-1234567","symbol":"2890","ours":1000,"broker":2000}]',
-                               corrections="[]", error="", halted=True)]
+                               corrections="[]", error="", halted=True,
+                               pnl_discrepancies='[{"account":"9A95-1234567","symbol":"2330","ours":"13788.00","broker":"11786",'
+                                                 '"diff_twd":"-2002.00","tolerance_twd":"100.00"}]')]
     return {"orders": [order, rejected], "fills": fills, "position_deltas": deltas, "position_snapshots": [snapshot],
             "dead_letters": letters, "reconciliations": records}
 

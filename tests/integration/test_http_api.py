@@ -130,6 +130,9 @@ def test_dashboard_api_serves_the_books_the_orders_and_the_status_of_a_played_da
     assert api_status[0] == 200
     assert api_status[1]["phase"] == "running" and api_status[1]["connection"] == "up"
     assert api_status[1]["counts"]["fills"] == control.request("status")["counts"]["fills"]
+    # the in-process alerts firing, as `execstate status --json` lists them (alert, cause, severity, values...)
+    assert isinstance(api_status[1]["alerts"], list)
+    assert all({"alert", "cause", "severity", "halts", "firing_since_s", "values"} == set(a) for a in api_status[1]["alerts"])
     assert openapi[0] == 200 and set(openapi[1]["paths"]) >= {"/api/v1/status", "/api/v1/positions", "/api/v1/orders"}
 
 

@@ -1,5 +1,6 @@
 """Reconciliation against the simulated broker: opening positions, lost callbacks, confirmed
-corrections, deadlines. Real pipeline, real bridge, real shioaji enums."""
+corrections, deadlines, unrealized PnL against the broker's. Real pipeline, real bridge, real
+shioaji enums."""
 
 import time
 from decimal import Decimal
@@ -13,12 +14,15 @@ from execstate.domain.instruments import stock_symbol
 from execstate.normalize.intents import IntentRegistry
 from execstate.reconcile.broker import account_key, direct_calls, make_fetch
 from execstate.reconcile.diff import book_quantities
+from execstate.positions.fees import FeeSchedule
 from execstate.reconcile.halt import HaltState
+from execstate.reconcile.pnl import BrokerEstimate, OpenCostCache
 from execstate.reconcile.reconciler import Reconciler, attribution_from
 
 SETTINGS = parse_settings({
     "strategies": {"tags": {"MOMO": "momo", "MREV": "meanrev", "FTRD": "fut_trend"}},
     "runtime": {"gc_freeze_after_start": False, "switch_interval_us": 0},
+    "fees": {"stock": {"discount": "0.6"}},  # the simulated broker's commission (FeeModel), as config/execution.yaml
 })
 
 
@@ -37,11 +41,14 @@ class Rig:
         ShioajiBridge(self.api, self.pipeline.queue).attach()
         self.halt = HaltState()
         self.fetch = make_fetch(direct_calls(self.api), self.accounts)
+        costs = OpenCostCache(FeeSchedule(SETTINGS.fees))
         self.reconciler = Reconciler(
             SETTINGS.reconcile, list(self.accounts), lambda keys, deadline: self.fetch(keys, deadline),
             self.pipeline.store.view, self.pipeline.submit,
             lambda: self.pipeline.on_worker(lambda: self.pipeline.normalizer.in_flight(time.time_ns(), recent_ns)),
             lambda: self.pipeline.stats.fills, self.halt, clock,
+            open_costs=lambda: costs(self.pipeline.on_worker(self.pipeline.store.fills)),
+            estimate=BrokerEstimate.from_fees(SETTINGS.fees.stock),
         )
         self.pipeline.start()
 
@@ -229,5 +236,90 @@ def test_symbol_that_just_traded_counts_as_in_flight():
         assert first.corrections == [] and [(d.account, d.symbol) for d in first.pending] == [(account, symbol)]
         second = rig.reconciler.check(reason="poll")
         assert [(c.symbol, c.quantity) for c in second.corrections] == [(symbol, -1000)]
+    finally:
+        rig.close()
+
+
+# --- unrealized PnL against the broker's list_positions pnl -----------------------------------
+
+
+def _reprice_books(rig, account, symbol, quantity, price):
+    """Our average price for (account, symbol) goes wrong, its quantity stays right: the open
+    quantity is taken away and booked again at `price` (two corrections, no fees)."""
+    from execstate.domain.events import CORRECTION_STATE
+    from execstate.domain.instruments import symbol_parts
+
+    kind, code, _, cond = symbol_parts(symbol)
+    now = time.time_ns()
+    for n, (qty, px) in enumerate(((-quantity, "1"), (quantity, price))):
+        rig.pipeline.submit(CORRECTION_STATE, {"correction_id": f"C:test-price:{symbol}:{n}", "account": account, "strategy": "momo",
+                                               "symbol": symbol, "security_type": kind, "code": code, "order_cond": cond, "quantity": qty,
+                                               "price": px, "reason": "test corruption", "ts_ns": now + n})
+    rig.pipeline.on_worker(lambda: None)
+
+
+def test_unrealized_pnl_agrees_with_the_broker_on_a_played_day():
+    rig = Rig(seed=1, n_orders=400)
+    try:
+        startup(rig)
+        rig.play()
+        snapshot, _ = rig.fetch(list(rig.accounts), 0)
+
+        result = rig.reconciler.check(reason="poll")
+
+        assert result.clean and rig.books() == rig.broker()
+        # every open position is compared: board and odd lots, margin, short sales, ETFs, futures, options
+        assert result.pnl_compared == len([p for p in snapshot.positions if p.quantity]) > 15
+        assert result.pnl_discrepancies == []
+        assert set(result.pnl_max_diff_twd) == set(rig.accounts)
+        assert max(result.pnl_max_diff_twd.values()) < Decimal("0.01")  # the same lots, fees and estimate as the broker
+        assert not rig.halt.is_halted
+    finally:
+        rig.close()
+
+
+def test_wrong_average_price_is_a_pnl_discrepancy_on_that_symbol_only_and_warns_in_process():
+    from structlog.testing import capture_logs
+
+    from execstate.config import AlertSettings
+    from execstate.telemetry.alerts import AlertEvaluator, InputsReader, rules_for
+    from execstate.telemetry.metrics import MetricSources, ReconcileMetrics
+
+    rig = Rig(seed=3, recent_ns=1)
+    try:
+        # Arrange: a played day, then 1 TWD a share too much on our cost of one stock position
+        startup(rig)
+        rig.play()
+        snapshot, _ = rig.fetch(list(rig.accounts), 0)
+        target = next(p for p in sorted(snapshot.positions, key=lambda p: p.symbol) if p.symbol.isdigit() and p.quantity >= 1000)
+        _reprice_books(rig, target.account, target.symbol, target.quantity, str(target.avg_price + 1))
+        metrics = ReconcileMetrics(SETTINGS.reconcile.deadline_ms)
+        halts = []
+        evaluator = AlertEvaluator(rules_for(AlertSettings(), SETTINGS.reconcile.max_pnl_mismatch_twd), halt=halts.append)
+        reader = InputsReader(AlertSettings(), MetricSources(reconcile=metrics), started_s=0.0)
+
+        # Act
+        with capture_logs() as logs:
+            result = rig.reconciler.check(reason="poll")
+        metrics.record(result)
+        t0 = 1_779_330_600.0
+        pending = evaluator.evaluate(reader.read(t0), t0)
+        fired = evaluator.evaluate(reader.read(t0 + 15), t0 + 15)
+
+        # Assert: quantities agree, nothing corrected or halted; one PnL difference, on that symbol
+        assert result.discrepancies == [] and result.corrections == [] and not rig.halt.is_halted
+        (d,) = result.pnl_discrepancies
+        assert (d.account, d.symbol) == (target.account, target.symbol)
+        assert abs(d.diff_twd - target.quantity) < Decimal("0.05")  # broker - ours: 1 TWD a share
+        assert abs(d.broker - target.pnl) < Decimal("0.01") and d.tolerance_twd == SETTINGS.reconcile.max_pnl_mismatch_twd
+        (line,) = [e for e in logs if e["event"] == "reconcile_pnl_mismatch"]
+        assert (line["log_level"], line["account"], line["symbol"], line["diff"]) == ("warning", target.account, target.symbol, str(d.diff_twd))
+        assert {"ours", "broker"} <= set(line)
+        # in-process: pending, then firing after 15 s; warn, never HALT
+        assert pending == []
+        assert [(t.rule.name, t.rule.severity, t.state) for t in fired] == [("ExecstateReconciliationPnlMismatch", "warn", "firing")]
+        (firing,) = evaluator.firing()
+        assert firing["values"]["account"] == target.account and firing["values"]["mismatch_pnl_twd"] >= target.quantity - 1
+        assert halts == [] and evaluator.halts == 0 and not rig.halt.is_halted
     finally:
         rig.close()

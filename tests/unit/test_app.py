@@ -171,3 +171,81 @@ def test_events_submitted_from_inside_the_service_are_marked_as_recoveries():
     # Assert
     (line,) = [e for e in logs if e["event"] == "duplicate_dropped"]
     assert (line["source"], line["log_level"]) == ("recovery", "debug")
+
+
+def test_internal_error_dead_letter_is_counted_like_every_rejection():
+    # Arrange: found by the normalizer fuzz: a payload the journal cannot write (nested deeper
+    # than the recursion limit) was parked but not counted, so the dead-letter metric lagged
+    from execstate.telemetry.metrics import MetricSources, registry_for
+
+    pipeline = Pipeline(SETTINGS)
+    pipeline.journal = type("Refusing", (), {"write": lambda self, raw: 1 / 0, "flush": lambda self: None, "lines": 0})()
+
+    # Act
+    pipeline.process_batch([_raw("SDEAL", {**stock_deal(), "junk": "y" * 1_000_000})])
+
+    # Assert
+    (dead,) = pipeline.dead_letters
+    assert dead.reason == "internal error: ZeroDivisionError('division by zero')"
+    assert pipeline.stats.dead_letters == 1
+    assert registry_for(MetricSources(stats=pipeline.stats)).get_sample_value("execution_events_total", {"type": "dead_letter"}) == 1
+    assert len(dead.msg["junk"]) < 1100
+
+
+def test_payload_nested_too_deep_for_the_journal_is_a_counted_dead_letter(tmp_path):
+    # Arrange
+    deep: object = "bottom"
+    for _ in range(5000):
+        deep = {"a": deep}
+    pipeline = Pipeline(SETTINGS, journal_path=tmp_path / "j.jsonl")
+
+    # Act
+    pipeline.process_batch([_raw("SDEAL", {**stock_deal(), "deep": deep}), _raw("SDEAL", stock_deal(exchange_seq="2", event_id="e2"), ts=2)])
+
+    # Assert
+    (dead,) = pipeline.dead_letters
+    assert "RecursionError" in dead.reason and dead.msg["trade_id"] == stock_deal()["trade_id"]
+    assert pipeline.stats.dead_letters == 1 and pipeline.stats.fills == 1
+
+
+def test_resubmitted_broker_records_are_journaled_only_when_they_are_news(tmp_path):
+    # Arrange: one deal seen live, then a reconciliation resubmits it and one the callback lost
+    pipeline = Pipeline(SETTINGS, journal_path=tmp_path / "j.jsonl")
+    seen = stock_deal(exchange_seq="1", trade_id="aa", event_id="e1")
+    lost = stock_deal(exchange_seq="2", trade_id="bb", event_id="e2")
+    pipeline.process_batch([(time.time_ns(), "SDEAL", seen)])
+
+    # Act: three polls resubmit both records; the callback also delivers `seen` twice more
+    for _ in range(3):
+        pipeline.submit("SDEAL", dict(seen))
+        pipeline.submit("SDEAL", dict(lost))
+    pipeline.process_batch([(time.time_ns(), "SDEAL", seen), (time.time_ns(), "SDEAL", seen)])
+    pipeline.journal.flush()
+
+    # Assert: the recovered deal is journaled once; callback deliveries always are
+    lines = [raw.msg["exchange_seq"] for raw in JournalReader(tmp_path / "j.jsonl")]
+    assert lines == ["1", "2", "1", "1"]
+    assert pipeline.stats.fills == 2
+    pipeline.journal.close()
+
+
+def test_largest_deal_the_normalizer_accepts_can_be_recorded():
+    # Arrange: found by the normalizer fuzz: an accepted deal whose fee and tax overflowed the
+    # Decimal(18, 4) columns of position_deltas, so the books had a change the database never got
+    from execstate.record.rows import to_arrow
+
+    pipeline = Pipeline(SETTINGS)
+    deltas, fills = [], []
+    pipeline.bus.subscribe(TOPIC_DELTA, deltas.append)
+    pipeline.bus.subscribe(TOPIC_FILL, fills.append)
+    buy = stock_deal(price=1e6, quantity=1_000_000, exchange_seq="1", event_id="b")
+    sell = stock_deal(price=1e6, quantity=1_000_000, exchange_seq="2", event_id="s", action="Sell", ts=1779333921.0)
+
+    # Act
+    pipeline.process_batch([_raw("SDEAL", buy), _raw("SDEAL", sell, ts=2)])
+
+    # Assert
+    assert len(fills) == 2
+    to_arrow("fills", fills)
+    to_arrow("position_deltas", deltas)
+    to_arrow("position_snapshots", [pipeline.snapshot()])

@@ -11,6 +11,8 @@ Invariants:
   bytes to the kernel, so an acknowledged batch survives a SIGKILL of the process.
 - Floats are written in shortest round-trip form, so a replay sees the same values (NaN and
   infinities too: those rare lines carry JSON's NaN / Infinity tokens, which the reader accepts).
+  A lone surrogate (a str that is not Unicode) is written as its `\\uXXXX` escape and read back
+  as it was, so the line stays UTF-8 and the replay sees the same payload.
 - `person_id` (accounts in Shioaji's order payloads carry it) is never written, at any depth:
   the line keeps everything else as delivered. Nothing downstream reads it, so a replay does
   not miss it.
@@ -87,7 +89,11 @@ def encode_line(raw: RawExecEvent | tuple) -> bytes:
     except Exception:
         name = str(state)[:40]
     # stdlib json keeps NaN / Infinity as tokens (the reader accepts them), so a replay sees what came in
-    return json.dumps({"ts_ns": ts_ns, "state": name, "msg": without_person_id(to_plain(msg))}, separators=(",", ":"), ensure_ascii=False, default=str).encode() + b"\n"
+    line = {"ts_ns": ts_ns, "state": name, "msg": without_person_id(to_plain(msg))}
+    try:
+        return json.dumps(line, separators=(",", ":"), ensure_ascii=False, default=str).encode() + b"\n"
+    except UnicodeEncodeError:  # a lone surrogate (not UTF-8): as a \uXXXX escape, which the reader turns back into it
+        return json.dumps(line, separators=(",", ":"), ensure_ascii=True, default=str).encode() + b"\n"
 
 
 class JournalWriter:

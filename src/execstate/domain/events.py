@@ -168,6 +168,7 @@ class ReconcileRecord(msgspec.Struct, frozen=True):
     corrections: str  # JSON list of {account, strategy, symbol, quantity, price, reason}
     error: str
     halted: bool
+    pnl_discrepancies: str = "[]"  # JSON list of {account, symbol, ours, broker, diff_twd, tolerance_twd}, TWD as decimal text
 
 
 class DeadLetter(msgspec.Struct, frozen=True):

@@ -1,10 +1,12 @@
 """Helpers on Shioaji payloads shared by the bridge and the normalizer.
 
 Entry points: `state_name(state) -> "SORDER"|"SDEAL"|"FORDER"|"FDEAL"|other`, `to_plain(msg)`,
-`without_person_id(value)`, `open_append_only(path)`.
+`without_person_id(value)`, `kept_copy(msg)`, `safe_text(value, limit)`, `state_text(state)`,
+`open_append_only(path)`.
 Invariants: none mutates its input; `to_plain` returns JSON-ready builtins only;
 `without_person_id` drops the `person_id` key at any depth (accounts in payloads carry it,
-and nothing we store or log may).
+and nothing we store or log may). `kept_copy` (what a dead letter keeps of a rejected payload),
+`safe_text` and `state_text` never raise, and return bounded UTF-8-encodable data.
 """
 
 from __future__ import annotations
@@ -68,6 +70,99 @@ def without_person_id(value: Any) -> Any:
         items = [without_person_id(v) for v in value]
         return value if all(a is b for a, b in zip(items, value)) else kind(items)
     return value
+
+
+KEPT_TEXT_MAX = 1024  # characters of one string a dead letter keeps (Shioaji's longest field is a 512-character op_msg)
+KEPT_ITEMS_MAX = 256  # members of one object or list
+KEPT_DEPTH_MAX = 32  # nesting
+KEPT_TOTAL_MAX = 64 * 1024  # characters of text (strings and keys) in the whole copy
+
+
+def safe_text(value: Any, limit: int) -> str:
+    """`value` as text of at most `limit` characters, lone surrogates escaped (`\\udc80`), so it
+    can be encoded as UTF-8 (a table row, a log line); never raises."""
+    try:
+        text = value if type(value) is str else str(value)
+    except Exception:
+        text = f"<{type(value).__name__}>"
+    text = text[:limit]
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+def state_text(state: Any) -> str:
+    """A raw event's state as a dead letter records it: the value of shioaji's `OrderState`, else
+    the state as text, at most 40 characters; never raises."""
+    try:
+        value = getattr(state, "value", state)
+    except Exception:
+        value = f"<{type(state).__name__}>"
+    return safe_text(value, 40)
+
+
+def kept_copy(msg: Any) -> Any:
+    """What a dead letter keeps of a rejected payload: `to_plain` without `person_id`, bounded.
+
+    Strings longer than `KEPT_TEXT_MAX` are cut (with a note of how much is missing), objects and
+    lists keep their first `KEPT_ITEMS_MAX` members, nesting stops at `KEPT_DEPTH_MAX`, and the
+    whole copy holds at most `KEPT_TOTAL_MAX` characters of text; lone surrogates are escaped,
+    ints too long to print become a note. Never raises (a payload that cannot be read at all
+    becomes `"<unreadable TYPE>"`: a repr could carry `person_id`).
+    """
+    try:
+        return _kept(msg, 0, [KEPT_TOTAL_MAX])
+    except Exception:
+        return f"<unreadable {type(msg).__name__}>"
+
+
+def _kept_text(text: str, budget: list[int], limit: int = KEPT_TEXT_MAX) -> str:
+    room = max(0, min(limit, budget[0]))
+    if len(text) > room:
+        text = text[:room] + f"...<{len(text) - room} more characters>"
+    budget[0] -= min(len(text), room)
+    return safe_text(text, len(text))
+
+
+def _kept(value: Any, depth: int, budget: list[int]) -> Any:
+    kind = type(value)
+    if kind is str:
+        return _kept_text(value, budget)
+    if value is None or kind is bool or kind is float:
+        return value
+    if kind is int:
+        return value if value.bit_length() <= 256 else f"<int of {value.bit_length()} bits>"
+    mapping = kind is dict or isinstance(value, Mapping) or (hasattr(value, "items") and not isinstance(value, (str, bytes)))
+    if mapping or kind is list or kind is tuple:
+        if depth >= KEPT_DEPTH_MAX:
+            return f"<{kind.__name__} nested deeper than {KEPT_DEPTH_MAX}>"
+        if not mapping:
+            items = [_kept(v, depth + 1, budget) for v in value[:KEPT_ITEMS_MAX]]
+            if len(value) > KEPT_ITEMS_MAX:
+                items.append(f"<{len(value) - KEPT_ITEMS_MAX} more items>")
+            return items
+        out: dict[str, Any] = {}
+        for i, (k, v) in enumerate(value.items()):
+            if i >= KEPT_ITEMS_MAX:
+                out["..."] = f"<more than {KEPT_ITEMS_MAX} members>"
+                break
+            key = _kept_text(k if type(k) is str else safe_text(getattr(k, "value", k), KEPT_TEXT_MAX), budget, 128)
+            if key != PERSON_ID:
+                out[key] = _kept(v, depth + 1, budget)
+        return out
+    plain = getattr(value, "value", value)  # enums (a str, int ... subclass) and shioaji's OrderState
+    if isinstance(plain, bool):
+        return bool(plain)
+    if isinstance(plain, int):
+        return _kept(int(plain), depth, budget)
+    if isinstance(plain, float):
+        return float(plain)
+    if isinstance(plain, str):
+        return _kept_text(str.__str__(plain), budget)
+    return _kept_text(str(plain) if isinstance(plain, Decimal) else repr(plain), budget)
 
 
 def open_append_only(path: Path, buffering: int = -1) -> BinaryIO:

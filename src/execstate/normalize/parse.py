@@ -6,7 +6,8 @@ Entry points: `parse_order(state, msg) -> ParsedOrder`, `parse_deal(state, msg) 
 Invariants:
 - Input is a Mapping shaped like Shioaji 1.7.9's TypedDicts (plain dicts; the pipeline turns
   Shioaji's dict-like `OrderEventDict` into one first); nothing is mutated.
-- Validation is the msgspec schemas of `normalize.schema` (in C). The first bad field
+- Validation is the msgspec schemas of `normalize.schema` (in C), then a deal price > 0, the
+  status id = the order id, and no lone surrogate in the text kept. The first bad field
   raises `MalformedEvent` whose reason names the field and the value, e.g.
   `price=nan: expected float >= 0.0` or `order.account.broker_id: missing`.
 - Floats become Decimal through their repr; epoch seconds become int nanoseconds at
@@ -29,7 +30,6 @@ from execstate.normalize.schema import Derivative, FuturesDealMsg, FuturesOrderM
 
 ORDER_STATES = frozenset({"SORDER", "FORDER"})
 DEAL_STATES = frozenset({"SDEAL", "FDEAL"})
-_PATH = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
 _MISSING = re.compile(r"^Object missing required field `(?P<field>[^`]+)`$")
 
 
@@ -53,26 +53,53 @@ def _lookup(msg: Any, path: list[str]) -> Any:
     return value
 
 
+def _split(message: str) -> tuple[str, str]:
+    """msgspec's message -> (what, path after `$`), e.g. ("Expected `float`, got `str`", ".order.price").
+    A partition, not a regex: an enum value of a megabyte is in the message (a regex took 44 ms)."""
+    what, sep, rest = message.rpartition(" - at `$")
+    if sep and rest.endswith("`") and "`" not in rest[:-1]:
+        return what, rest[:-1]
+    return message, ""
+
+
 def _reason(exc: msgspec.ValidationError, msg: Mapping[str, Any]) -> str:
     """Rewrite msgspec's message as `field=value: expected ...` (or `field: missing`)."""
-    m = _PATH.match(str(exc))
-    what, raw_path = (m.group("what"), m.group("path") or "") if m else (str(exc), "")
+    what, raw_path = _split(str(exc))
     parts = [p for p in re.split(r"\.|\[|\]", raw_path) if p]
     missing = _MISSING.match(what)
     if missing:
         return ".".join([*parts, missing.group("field")]) + ": missing"
     field = ".".join(parts) or "<payload>"
     try:
-        value = repr(_lookup(msg, parts))
+        found = _lookup(msg, parts)
+        value = repr(found[:61] if type(found) is str else found)  # (a megabyte string: only what is shown)
     except Exception:
         value = "?"
     if len(value) > 60:
         value = value[:57] + "..."
     if what.startswith("Invalid enum value") and parts and parts[-1] in _ALLOWED:
         return f"{field}={value}: expected one of {', '.join(_ALLOWED[parts[-1]])}"
-    expected = what.replace("`", "")[:120]
+    expected = what[:240].replace("`", "")[:120]
     expected = expected[0].lower() + expected[1:] if expected else expected
     return f"{field}={value}: {expected}"
+
+
+def _surrogate_at(value: Any, path: str = "", depth: int = 0) -> str | None:
+    """The dotted path of the first string holding a lone surrogate (key or value), if any."""
+    if type(value) is str:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"{path or '<payload>'}={value[:40]!r}"
+        return None
+    if depth < 32 and isinstance(value, Mapping):
+        for k, v in value.items():
+            name = f"{path}.{k}" if path else str(k)
+            found = _surrogate_at(k, name, depth + 1) if type(k) is str else None
+            found = found or _surrogate_at(v, name, depth + 1)
+            if found:
+                return found
+    return None
 
 
 def _convert(msg: Mapping[str, Any], schema: type) -> Any:
@@ -80,6 +107,8 @@ def _convert(msg: Mapping[str, Any], schema: type) -> Any:
         return msgspec.convert(msg, schema)
     except msgspec.ValidationError as exc:
         raise MalformedEvent(_reason(exc, msg)) from None
+    except UnicodeEncodeError:  # msgspec could not quote a lone surrogate in its message: find it ourselves
+        raise MalformedEvent(f"{_surrogate_at(msg) or '<payload>'}: expected text without lone surrogates") from None
 
 
 class ParsedDeal(msgspec.Struct, frozen=True, gc=False):
@@ -153,6 +182,17 @@ def _price(value: float) -> Decimal:
     return price
 
 
+def _valid_text(fields: tuple[tuple[str, str], ...]) -> None:
+    """Refuse a lone surrogate (text that is not Unicode): no journal line, table row, snapshot or
+    log line could hold it. Called only when the fields together are not ASCII (rare)."""
+    for name, value in fields:
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise MalformedEvent(f"{name}={value[:40]!r}: expected text without lone surrogates") from None
+
+
 def parse_deal(state: str, msg: Mapping[str, Any]) -> ParsedDeal:
     """Validate an SDEAL / FDEAL payload."""
     if state == "SDEAL":
@@ -165,6 +205,10 @@ def parse_deal(state: str, msg: Mapping[str, Any]) -> ParsedDeal:
         security_type, full_code, order_cond, order_lot, market_type, custom_field = d.security_type, d.full_code, "", "", d.market_type, ""
     if d.price == 0:
         raise MalformedEvent(f"price={d.price!r}: expected a deal price > 0")
+    if not (d.event_id + d.broker_id + d.account_id + d.trade_id + d.seqno + d.ordno + d.exchange_seq + d.code + full_code + market_type + custom_field).isascii():
+        _valid_text((("event_id", d.event_id), ("broker_id", d.broker_id), ("account_id", d.account_id), ("trade_id", d.trade_id),
+                     ("seqno", d.seqno), ("ordno", d.ordno), ("exchange_seq", d.exchange_seq), ("code", d.code), ("full_code", full_code),
+                     ("market_type", market_type), ("custom_field", custom_field)))
     return ParsedDeal(
         state, d.event_id, f"{d.broker_id}-{d.account_id}", d.trade_id, d.seqno, d.ordno, d.exchange_seq, d.action,
         d.code, full_code, security_type, order_cond, order_lot, _price(d.price), quantity, market_type, custom_field,
@@ -185,6 +229,14 @@ def parse_order(state: str, msg: Mapping[str, Any]) -> ParsedOrder:
     order, status, op = o.order, o.status, o.operation
     if status.id and status.id != order.id:
         raise MalformedEvent(f"status.id={status.id!r}: expected the order id {order.id!r}")
+    account, tif = order.account, order.time_in_force or order.order_type
+    if not (o.event_id + account.broker_id + account.account_id + order.id + order.seqno + order.ordno + op.op_code + op.op_msg
+            + o.contract.code + full_code + order.price_type + tif + custom_field).isascii():
+        _valid_text((("event_id", o.event_id), ("order.account.broker_id", account.broker_id), ("order.account.account_id", account.account_id),
+                     ("order.id", order.id), ("order.seqno", order.seqno), ("order.ordno", order.ordno), ("operation.op_code", op.op_code),
+                     ("operation.op_msg", op.op_msg), ("contract.code", o.contract.code), ("contract.full_code", full_code),
+                     ("order.price_type", order.price_type), ("order.time_in_force" if order.time_in_force else "order.order_type", tif),
+                     ("order.custom_field", custom_field)))
     return ParsedOrder(  # positional: keyword construction costs ~4x on this hot path
         state, o.event_id, f"{order.account.broker_id}-{order.account.account_id}", order.id, order.seqno, order.ordno,
         op.op_type, op.op_code, op.op_msg, order.action, o.contract.code, full_code, security_type, order_cond, order_lot,

@@ -2,7 +2,9 @@
 
 Entry points: `StockDealMsg`, `FuturesDealMsg`, `StockOrderMsg`, `FuturesOrderMsg`.
 Validation runs in C (`msgspec.convert`): required identifiers present and non-empty,
-strings bounded, enums closed, prices finite and >= 0, quantities ints (bools refused).
+strings bounded, enums closed, prices finite in [0, 1e6], quantities ints (bools refused) up
+to 1e6, epoch seconds in (0, 2100-01-01] (`MAX_EPOCH_S`). Lone surrogates in kept text are refused by
+`parse` (no journal line, table row, snapshot or log line could hold them).
 Extra keys are ignored (Shioaji may add fields); `person_id` is never kept.
 """
 
@@ -16,10 +18,17 @@ from msgspec import Meta
 Id = Annotated[str, Meta(min_length=1, max_length=64)]
 Text = Annotated[str, Meta(max_length=64)]
 Msg = Annotated[str, Meta(max_length=512)]
-Price = Annotated[float, Meta(ge=0, le=1e12)]
-Qty = Annotated[int, Meta(gt=0, le=10_000_000)]
-QtyOrZero = Annotated[int, Meta(ge=0, le=10_000_000)]
-EpochS = Annotated[float, Meta(gt=0, le=1e11)]
+# Bounds far above anything traded in Taiwan (prices in the thousands, index points in the tens of
+# thousands, orders of at most 499 lots or 1000 odd shares), low enough that every accepted deal
+# can be recorded: a fill's value (1e6 x 1e6 lots x 1000 shares = 1e15 TWD) keeps its fee and
+# tax (<= 3e12) within Decimal(18, 4) (1e14), and so do a position's totals over dozens of them.
+PRICE_MAX = 1e6  # TWD (or index points) per unit
+QTY_MAX = 1_000_000  # units of the payload: lots, shares (odd lots) or contracts
+Price = Annotated[float, Meta(ge=0, le=PRICE_MAX)]
+Qty = Annotated[int, Meta(gt=0, le=QTY_MAX)]
+QtyOrZero = Annotated[int, Meta(ge=0, le=QTY_MAX)]
+MAX_EPOCH_S = 4_102_444_800  # 2100-01-01T00:00:00Z: a later broker time is garbage, and past 2262 it overflows int64 ns
+EpochS = Annotated[float, Meta(gt=0, le=MAX_EPOCH_S)]
 Side = Literal["Buy", "Sell"]
 OrderCond = Literal["Cash", "Netting", "MarginTrading", "ShortSelling", "SBLShort", "SBLShortPriceExempt", "Emerging"]
 OrderLot = Literal["Common", "Odd", "IntradayOdd", "Fixing", "BlockTrade"]

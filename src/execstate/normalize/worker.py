@@ -12,7 +12,7 @@ Invariants:
 - A deal whose order event has not arrived is emitted at once (it carries code, side,
   price and quantity); the order is completed when its event arrives.
 - Malformed payloads become `DeadLetter`s with the reason (payload kept without
-  `person_id`); nothing raises out of `normalize`.
+  `person_id`, bounded: `payloads.kept_copy`); nothing raises out of `normalize`.
 - Logged here (rare events only; nothing per ordinary event): `duplicate_dropped` (info for a
   re-delivery by the broker's callback, a bare tuple; debug for a recovery, a
   `RawExecEvent`: broker records resubmitted by a reconciliation or a journal replay, which
@@ -35,12 +35,13 @@ from execstate.normalize.dedupe import SeenKeys
 from execstate.normalize.instruments import InstrumentResolver
 from execstate.normalize.intents import IntentRegistry
 from execstate.normalize.orders import EventKind, OrderBook, OrderStatus
-from execstate.domain.payloads import state_name, to_plain, without_person_id
+from execstate.domain.payloads import kept_copy, safe_text, state_name, state_text, to_plain
 from execstate.normalize.parse import DEAL_STATES, ORDER_STATES, parse_deal, parse_order
 from execstate.telemetry.logging import get_logger
 from execstate.telemetry.stats import PipelineStats
 
 log = get_logger("execstate.normalize")
+REASON_MAX = 500  # characters of a dead letter's reason
 
 
 # (op_type, op_code == "00") -> what the report means for the order's state machine
@@ -89,11 +90,8 @@ class Normalizer:
 
     def _dead(self, reason: str, state: Any, ts_recv: int, msg: Any) -> DeadLetter:
         self.stats.dead_letters += 1
-        try:
-            plain = without_person_id(to_plain(msg))
-        except Exception:
-            plain = f"<unreadable {type(msg).__name__}>"  # a repr could carry person_id
-        return DeadLetter(reason=reason, state=str(getattr(state, "value", state))[:40], ts_recv=ts_recv, msg=plain)
+        # bounded and UTF-8-safe: a 1 MB string or a lone surrogate must not reach the table, the log or memory whole
+        return DeadLetter(reason=safe_text(reason, REASON_MAX), state=state_text(state), ts_recv=ts_recv, msg=kept_copy(msg))
 
     def _is_duplicate(self, event_id: str, natural: str) -> bool:
         """`natural` is our event id ("F:..." / "O:..."), built from the natural key; the broker's

@@ -1,7 +1,7 @@
 """PositionStore: the single writer of the books, with lock-free consistent reads.
 
 Entry points: `PositionStore.apply_fill(fill) -> list[PositionDelta]`, `.publish()`, `.view()`,
-`.snapshot(now_ns)`, `.set_mark(symbol, price)`, `PositionKey`.
+`.snapshot(now_ns)`, `.set_mark(symbol, price)`, `.fills()`, `PositionKey`.
 
 Invariants:
 - One thread (the pipeline worker) calls `apply_fill` and `publish`; nothing else writes.
@@ -151,6 +151,15 @@ class PositionStore:
             self._seq, cause, fill.event_id, key.account, key.strategy, key.symbol, before.quantity, after.quantity,
             avg_price(after), realized, after.realized_pnl, fee, tax, after.fees, after.taxes, fill.ts_event, fill.ts_recv,
         )
+
+    def fills(self) -> list[FillEvent]:
+        """Every fill and correction booked, each (account, code) group in canonical order.
+
+        Writer thread only (call it through `Pipeline.on_worker`): the groups change as fills
+        are booked. The list is a copy and the fills are immutable; reconciliation restates
+        the books from them (`reconcile.pnl.open_costs`).
+        """
+        return [f for group in self._groups.values() for f in group.fills]
 
     def publish(self) -> StoreView:
         """Make everything applied so far visible to readers, atomically."""

@@ -6,7 +6,9 @@ Entry points: `Monitor(...).start()` / `.stop()`, `.request(accounts, symbols, r
 Triggers, in priority order:
 - an operator request (`execstate reconcile`);
 - a reconnect: the connection came back UP after DOWN or RECONNECTING (events may have been
-  lost meanwhile); a connection down longer than the deadline HALTs;
+  lost meanwhile), also when the whole outage fell between two evaluations (the heartbeat's
+  `connection_since_ns` moved while the state reads UP both times); a connection down longer
+  than the deadline HALTs;
 - a callback gap: no order callback for longer than `callback_gap_threshold_ms` while orders
   are working (once per gap);
 - a sequence gap reported by the broker (`trade_cache_health` Degraded with SequenceGap);
@@ -60,6 +62,7 @@ class Monitor:
         self._last_poll = clock()
         self._gap_handled_for = -1
         self._connection = "up"
+        self._connection_since: int | None = None  # the heartbeat's connection_since_ns at the last look
         self._down_since: float | None = None
         self.errors = 0
 
@@ -90,13 +93,16 @@ class Monitor:
         hb = self._heartbeat()
         state = getattr(hb.connection, "value", str(hb.connection))
         previous, self._connection = self._connection, state
+        since = getattr(hb, "connection_since_ns", None)
+        seen_since, self._connection_since = self._connection_since, since
+        bounced = seen_since is not None and since != seen_since  # down and back up between two looks
         if state in _DOWN:
             self._down_since = self._down_since if self._down_since is not None else now
             if (now - self._down_since) * 1000 > self.settings.deadline_ms:
                 self.halt.enter(f"connection {state} for {now - self._down_since:.0f} s")
             return None
         self._down_since = None
-        if previous in _DOWN:
+        if previous in _DOWN or bounced:
             return self.reconciler.check(reason="reconnect")
         gap_ms = (self._wall_ns() - hb.last_callback_ns) / 1e6 if hb.last_callback_ns else 0.0
         if gap_ms > self.settings.callback_gap_threshold_ms and self._gap_handled_for != hb.last_callback_ns and self._working() > 0:

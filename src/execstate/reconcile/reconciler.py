@@ -10,15 +10,22 @@ A check:
    there, so only the events we missed (lost callbacks) change anything, with their own
    strategy attribution and prices;
 3. waits for the pipeline to book them, then diffs net quantities per (account, symbol);
-4. confirms mismatches (`MismatchTracker`) and submits correcting events for them;
-5. HALTs when it ran past the deadline, or when a runtime correction exceeds the
+4. compares unrealized PnL with the broker's `pnl` where the quantities agree (`pnl`:
+   our open lots valued at the broker's last price, its way), when given `open_costs`;
+5. confirms mismatches (`MismatchTracker`) and submits correcting events for them;
+6. HALTs when it ran past the deadline, or when a runtime correction exceeds the
    configured quantity threshold (an unexplained position change: a human should look).
 Invariants: never writes the store (corrections go through the pipeline); a failed or
-late check halts instead of guessing. Logged per check: one `reconcile_result` (counts,
-duration, error, HALT), one `reconcile_mismatch` per difference (account, symbol, ours vs
-broker, and whether it is corrected now, waits for a second look, or, at the opening, is
-carried from before today), one `correction_applied` per correcting event (account,
-strategy, symbol, correction id, quantity, price).
+late check halts instead of guessing. A PnL difference never halts and corrects nothing
+(the quantity is right; the price, fees or the broker's estimate differ): it is reported
+in `pnl_discrepancies`, logged, and alerted on (warn); a PnL comparison that fails is
+logged (`reconcile_pnl_failed`) and leaves the check's outcome alone.
+Logged per check: one `reconcile_result` (counts, duration, error, HALT), one
+`reconcile_mismatch` per difference (account, symbol, ours vs broker, and whether it is
+corrected now, waits for a second look, or, at the opening, is carried from before today),
+one `reconcile_pnl_mismatch` per PnL difference over the threshold (account, symbol, ours,
+broker, diff), one `correction_applied` per correcting event (account, strategy, symbol,
+correction id, quantity, price).
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from execstate.domain.payloads import state_name
 from execstate.domain.reports import BrokerPosition, BrokerSnapshot
 from execstate.reconcile.diff import Discrepancy, book_quantities, diff
 from execstate.reconcile.halt import HaltState
+from execstate.reconcile.pnl import BrokerEstimate, OpenCost, PnlDiscrepancy, compare_pnl
 from execstate.reconcile.policy import MismatchTracker, corrections_for
 from execstate.telemetry.logging import get_logger
 
@@ -56,9 +64,15 @@ class ReconcileResult(msgspec.Struct):
     corrections: list[Correction] = msgspec.field(default_factory=list)
     error: str = ""
     halted: bool = False
+    pnl_discrepancies: list[PnlDiscrepancy] = msgspec.field(default_factory=list)
+    pnl_compared: int = 0  # positions whose unrealized PnL was compared with the broker's
+    # per account compared: largest |broker - ours| PnL beyond its convention's allowance, TWD.
+    # Set by checks over all symbols only (a check of a few symbols says nothing of the rest).
+    pnl_max_diff_twd: dict[str, Decimal] = msgspec.field(default_factory=dict)
 
     @property
     def clean(self) -> bool:
+        """No error and no quantity difference (PnL differences do not make a check unclean)."""
         return not self.error and not self.discrepancies
 
 
@@ -67,6 +81,7 @@ def reconcile_record(r: ReconcileResult) -> ReconcileRecord:
     return ReconcileRecord(
         f"R:{r.started_ns}:{r.reason}", r.reason, r.accounts, r.started_ns, r.duration_ms, r.records_resubmitted, r.recovered_fills,
         msgspec.json.encode(r.discrepancies).decode(), msgspec.json.encode(r.corrections).decode(), r.error, r.halted,
+        msgspec.json.encode(r.pnl_discrepancies).decode(),
     )
 
 
@@ -98,7 +113,11 @@ class Reconciler:
         halt: HaltState,
         clock: Callable[[], float] = time.monotonic,
         on_result: Callable[[ReconcileResult], None] | None = None,
+        open_costs: Callable[[], Mapping[tuple[str, str], OpenCost]] | None = None,
+        estimate: BrokerEstimate | None = None,
     ) -> None:
+        """`open_costs`: our open lots per (account, symbol) at the time of the call (`pnl.open_costs`
+        over the store's fills); None: no PnL comparison. `estimate`: the broker's sale-cost rates."""
         self.settings = settings
         self.accounts = accounts
         self._fetch = fetch
@@ -110,6 +129,8 @@ class Reconciler:
         self._clock = clock
         self.tracker = MismatchTracker(settings.confirmations)
         self._on_result = on_result
+        self._open_costs = open_costs
+        self._estimate = estimate or BrokerEstimate()
         self.last: ReconcileResult | None = None
         self.checks = 0
 
@@ -135,6 +156,7 @@ class Reconciler:
             checked = [k for k in {*ours, *theirs} if k[0] in wanted and (symbol_set is None or k[1] in symbol_set)]
             confirmed = found if opening else self.tracker.observe(found, in_flight, checked)
             result.discrepancies = found
+            self._compare_pnl(result, ours, broker, wanted, symbol_set)
             result.pending = [d for d in found if d not in confirmed]
             result.corrections = self._correct(confirmed, broker, positions, reason, attribution if opening else None)
             if result.corrections:
@@ -151,6 +173,20 @@ class Reconciler:
             except Exception as exc:  # recording a result must never break reconciliation
                 log.error("reconcile_result_not_recorded", error=repr(exc))
         return result
+
+    def _compare_pnl(self, result: ReconcileResult, ours: Mapping[tuple[str, str], int], broker: BrokerSnapshot,
+                     wanted: list[str], symbols: set[str] | None) -> None:
+        if self._open_costs is None:
+            return
+        try:
+            check = compare_pnl(self._open_costs(), ours, broker.positions, wanted, symbols,
+                                self.settings.max_pnl_mismatch_twd, self._estimate)
+        except Exception as exc:  # a PnL comparison never fails a check: it only warns
+            log.error("reconcile_pnl_failed", reason=result.reason, error=repr(exc)[:500])
+            return
+        result.pnl_discrepancies, result.pnl_compared = check.discrepancies, check.compared
+        if symbols is None:
+            result.pnl_max_diff_twd = check.max_diff_twd
 
     def _correct(self, confirmed: list[Discrepancy], broker: BrokerSnapshot, positions: Mapping[Any, Any], reason: str, attribution: Mapping | None) -> list[Correction]:
         if not confirmed:
@@ -192,6 +228,9 @@ def _log_result(result: ReconcileResult, opening: bool, halted: bool) -> None:
         status = "pending" if key in pending else "corrected" if key in corrected else "uncorrected"
         mismatch("reconcile_mismatch", reason=result.reason, account=d.account, symbol=d.symbol, ours=d.ours, broker=d.broker,
                  difference=d.delta, kind=d.kind, status=status, opening=opening)
+    for p in result.pnl_discrepancies:
+        log.warning("reconcile_pnl_mismatch", reason=result.reason, account=p.account, symbol=p.symbol, ours=str(p.ours),
+                    broker=str(p.broker), diff=str(p.diff_twd), tolerance=str(p.tolerance_twd), opening=opening)
     for c in result.corrections:
         mismatch("correction_applied", reason=c.reason, account=c.account, strategy=c.strategy, symbol=c.symbol,
                  correction_id=c.correction_id, quantity=c.quantity, price=c.price, opening=opening)
@@ -199,5 +238,7 @@ def _log_result(result: ReconcileResult, opening: bool, halted: bool) -> None:
     level(
         "reconcile_result", reason=result.reason, accounts=list(result.accounts), opening=opening, duration_ms=round(result.duration_ms, 1),
         resubmitted=result.records_resubmitted, recovered_fills=result.recovered_fills, mismatches=len(result.discrepancies),
-        pending=len(result.pending), corrections=len(result.corrections), error=result.error, halted=halted,
+        pending=len(result.pending), corrections=len(result.corrections), pnl_compared=result.pnl_compared,
+        pnl_mismatches=len(result.pnl_discrepancies),
+        error=result.error, halted=halted,
     )

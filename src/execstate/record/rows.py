@@ -74,7 +74,7 @@ _DEAD_LETTER_COLUMNS: tuple[tuple[str, tuple], ...] = (
 _RECONCILE_COLUMNS: tuple[tuple[str, tuple], ...] = (
     ("record_id", STR), ("reason", STR), ("accounts", STR_LIST), ("started_ns", TS),
     ("duration_ms", FLOAT), ("records_resubmitted", INT), ("recovered_fills", INT),
-    ("discrepancies", STR), ("corrections", STR), ("error", STR), ("halted", BOOL),
+    ("discrepancies", STR), ("corrections", STR), ("error", STR), ("halted", BOOL), ("pnl_discrepancies", STR),
 )
 
 COLUMNS: dict[str, tuple[tuple[str, tuple], ...]] = {

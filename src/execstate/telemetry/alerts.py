@@ -1,7 +1,7 @@
 """In-process alerts: the conditions of deploy/prometheus/alerts.yml, evaluated by the service
 itself, so it logs an alert and can HALT without Prometheus.
 
-Entry points: `rules_for(settings) -> tuple[Rule, ...]`, `AlertInputs` (one plain reading),
+Entry points: `rules_for(settings, pnl_mismatch_twd) -> tuple[Rule, ...]`, `AlertInputs` (one plain reading),
 `AlertEvaluator(rules, halt).evaluate(inputs, now_s) -> [Transition]`, `.firing()`,
 `.firing_by_name()`; `InputsReader(settings, sources, started_s).read(now_s) -> AlertInputs`;
 `AlertLoop(evaluator, reader, interval_s).start()` / `.stop()`; `market_open(unix_s)`.
@@ -11,7 +11,9 @@ Invariants:
   handed to `InputsReader.read` and `AlertEvaluator.evaluate` by the loop (the only clock).
 - Names, `cause` labels, severities, `for` durations and windows are alerts.yml's; thresholds
   come from `AlertSettings`, whose defaults are alerts.yml's (tests/unit/telemetry/test_alerts.py
-  compares the two). ExecstateDown (failed scrapes) has no in-process form.
+  compares the two), except the PnL mismatch's: `reconcile.max_pnl_mismatch_twd`, the threshold
+  reconciliation itself reports PnL differences by. ExecstateDown (failed scrapes) has no
+  in-process form.
 - `for`, as in Prometheus: a rule is pending from the first evaluation at which its condition
   holds and fires once it has held for `for_s`; a pending rule whose condition lapses is
   dropped silently, a firing one resolves.
@@ -36,10 +38,11 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from types import MappingProxyType
 from typing import Any
 
-from execstate.config import AlertSettings
+from execstate.config import AlertSettings, ReconcileSettings
 from execstate.telemetry.logging import get_logger
 
 log = get_logger("execstate.alerts")
@@ -90,6 +93,8 @@ class AlertInputs:
     orders_working: int | None = 0  # None: not read (gap under its threshold, or market closed) or unreadable
     market_open: bool = False
     mismatch_quantity: int = 0  # largest |broker - ours| at the last check (the opening check excluded)
+    mismatch_pnl_twd: float = 0.0  # largest unrealized-PnL difference from the broker's over accounts, TWD (reconciliation_pnl_mismatch_twd)
+    mismatch_pnl_account: str = ""  # the account it is on
     corrections_recent: int = 0  # corrections booked in the last CORRECTIONS_WINDOW_S
     recovery_over_budget_recent: int = 0  # checks that errored or took longer than recovery_s, last RECOVERY_WINDOW_S
     last_recovery_s: float | None = None  # duration of the last check (None before the first)
@@ -124,15 +129,18 @@ class Rule:
         return f"{self.name} ({self.cause})" if self.cause else self.name
 
 
-def rules_for(s: AlertSettings) -> tuple[Rule, ...]:
+def rules_for(s: AlertSettings, pnl_mismatch_twd: Decimal | float | None = None) -> tuple[Rule, ...]:
     """alerts.yml's alerting rules with `s`'s thresholds, in the file's order.
 
+    `pnl_mismatch_twd`: the PnL mismatch threshold, `reconcile.max_pnl_mismatch_twd` (None: its default).
     HALTing rules: recovery too slow, a mismatch that outlives the checks meant to correct it,
     and the connection down or reconnecting too long (the positions cannot be trusted). The
     others only warn: CallbacksStopped above all, because a resting limit order in a quiet
     market gets no callbacks (the monitor reconciles on that same condition, which is what
-    protects the books); HALT itself is an alert, not a cause.
+    protects the books); a PnL mismatch, whose quantities agree (the price, the fees or the
+    broker's estimate differ: worth a look, not a stop); HALT itself is an alert, not a cause.
     """
+    pnl_threshold = float(ReconcileSettings().max_pnl_mismatch_twd if pnl_mismatch_twd is None else pnl_mismatch_twd)
     return (
         Rule("ExecstateCallbacksStopped", "", WARN, 1.0,
              lambda i: i.callback_gap_s > s.callback_gap_s and (i.orders_working or 0) > 0 and i.market_open,
@@ -143,6 +151,9 @@ def rules_for(s: AlertSettings) -> tuple[Rule, ...]:
         Rule("ExecstateReconciliationMismatch", "corrections", WARN, 0.0,
              lambda i: i.corrections_recent > 0,
              lambda i: {"corrections_recent": i.corrections_recent, "window_s": CORRECTIONS_WINDOW_S}),
+        Rule("ExecstateReconciliationPnlMismatch", "", WARN, 15.0,
+             lambda i: i.mismatch_pnl_twd > pnl_threshold,
+             lambda i: {"account": i.mismatch_pnl_account, "mismatch_pnl_twd": round(i.mismatch_pnl_twd, 2), "threshold_twd": pnl_threshold}),
         Rule("ExecstateRecoverySlow", "", PAGE, 0.0,
              lambda i: i.recovery_over_budget_recent > 0,
              lambda i: {"checks_over_budget": i.recovery_over_budget_recent, "last_recovery_s": _round(i.last_recovery_s),
@@ -345,6 +356,9 @@ class InputsReader:
         if reconcile is not None:
             snap = reconcile.snapshot()
             values["mismatch_quantity"] = int(snap.last_mismatch_quantity)
+            if snap.pnl_mismatch_twd:
+                account, diff = max(snap.pnl_mismatch_twd.items(), key=lambda kv: (kv[1], kv[0]))
+                values["mismatch_pnl_twd"], values["mismatch_pnl_account"] = float(diff), account
             values["corrections_recent"] = int(self._corrections.observe(now_s, snap.corrections))
             values["recovery_over_budget_recent"] = int(self._over_budget.observe(now_s, snap.over_budget))
             values["last_recovery_s"] = snap.last_duration_ms / 1000 if snap.checks else None

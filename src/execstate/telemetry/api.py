@@ -26,6 +26,7 @@ from execstate.domain.events import Correction
 from execstate.normalize.orders import OrderRow
 from execstate.reconcile.diff import Discrepancy
 from execstate.reconcile.gateway import GatewayStats
+from execstate.reconcile.pnl import PnlDiscrepancy
 
 API_PREFIX = "/api/v1"
 OPENAPI_PATH = f"{API_PREFIX}/openapi.json"
@@ -63,10 +64,24 @@ class ReconcileSummary(msgspec.Struct, frozen=True):
     corrections: list[Correction]
     error: str
     halted: bool
+    pnl_discrepancies: Annotated[list[PnlDiscrepancy], msgspec.Meta(
+        description="Unrealized PnL differences from the broker's over reconcile.max_pnl_mismatch_twd (TWD, decimal text)."
+    )] = msgspec.field(default_factory=list)
+
+
+class FiringAlert(msgspec.Struct, frozen=True):
+    """One in-process alert rule firing (deploy/prometheus/alerts.yml's rules, `telemetry/alerts.py`)."""
+
+    alert: str
+    cause: Annotated[str, msgspec.Meta(description="The rule's `cause` label; \"\" when the alert has one rule.")]
+    severity: Annotated[str, msgspec.Meta(description="page | warn")]
+    halts: Annotated[bool, msgspec.Meta(description="Whether the rule HALTs the service when it starts firing.")]
+    firing_since_s: Annotated[float, msgspec.Meta(description="Unix time, s, it started firing.")]
+    values: Annotated[dict[str, Any], msgspec.Meta(description="The readings and threshold it fired on.")]
 
 
 class StatusResponse(msgspec.Struct, frozen=True):
-    """What `execstate status --json` shows: connection, callbacks, queue, orders, counts, HALT."""
+    """What `execstate status --json` shows: connection, callbacks, queue, orders, counts, HALT, alerts."""
 
     phase: Annotated[str, msgspec.Meta(description="starting | running | stopping")]
     connection: Annotated[str, msgspec.Meta(description="up | reconnecting | down | unknown")]
@@ -83,6 +98,7 @@ class StatusResponse(msgspec.Struct, frozen=True):
     metrics_url: str
     broker_budget: GatewayStats
     recorder: dict[str, Any] | None
+    alerts: Annotated[list[FiringAlert], msgspec.Meta(description="In-process alert rules firing now.")] = msgspec.field(default_factory=list)
 
 
 class PositionRow(msgspec.Struct, frozen=True):
@@ -132,7 +148,7 @@ class Route:
 API_ROUTES: dict[str, Route] = {
     r.name: r
     for r in (
-        Route("status", "Service status", StatusResponse, "Connection, last callback and gap, queue, outstanding orders, counts, HALT."),
+        Route("status", "Service status", StatusResponse, "Connection, last callback and gap, queue, outstanding orders, counts, HALT, firing alerts."),
         Route("positions", "Positions and PnL", PositionsResponse, "503 while the service is starting (journal replay, opening reconcile)."),
         Route("orders", "Orders of the day", OrdersResponse, "Status and quantities of every order seen today. 503 while starting."),
     )

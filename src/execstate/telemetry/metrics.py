@@ -26,7 +26,7 @@ import ipaddress
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
@@ -47,7 +47,7 @@ EVENT_TYPES: tuple[tuple[str, str], ...] = (
     ("correction", "corrections"), ("late", "late_events"), ("unexpected_transition", "unexpected_transitions"),
     ("order_failure", "order_failures"), ("overfill", "overfills"), ("deal_before_order", "deals_before_order"),
 )
-MISMATCH_KINDS: tuple[str, ...] = ("quantity", "missing_ours", "missing_broker")  # Discrepancy.kind
+MISMATCH_KINDS: tuple[str, ...] = ("quantity", "missing_ours", "missing_broker", "pnl")  # Discrepancy.kind, and PnL discrepancies
 CONNECTION_STATES: tuple[str, ...] = ("up", "reconnecting", "down", "unknown")  # ConnectionState values
 OPENING_REASON = "startup"  # the reason the service gives its opening check
 
@@ -90,6 +90,7 @@ class ReconcileSnapshot:
     duration_sum_ms: float
     over_budget: int = 0  # checks that errored or took longer than `budget_ms` (not exposed: the in-process RecoverySlow alert)
     last_duration_ms: float = 0.0
+    pnl_mismatch_twd: dict[str, float] = field(default_factory=dict)  # per account, from its last check of all symbols
 
 
 class ReconcileMetrics:
@@ -102,6 +103,11 @@ class ReconcileMetrics:
     positions carried from before today, not mismatches. `budget_ms` (default: the deadline)
     is the recovery budget of the in-process alerts: checks that errored or took longer count
     in `over_budget`.
+
+    PnL: each `pnl_discrepancies` entry counts as a mismatch of kind "pnl" (the opening check's
+    too: a PnL difference on a position both sides already hold is never a carried position),
+    and `pnl_max_diff_twd` sets the account's `reconciliation_pnl_mismatch_twd` (a check of a
+    few symbols leaves it: it sets none).
     """
 
     def __init__(self, deadline_ms: float, bounds: Iterable[float] = RECONCILE_MS_BOUNDS, budget_ms: float | None = None) -> None:
@@ -112,6 +118,7 @@ class ReconcileMetrics:
         self._mismatches = dict.fromkeys(MISMATCH_KINDS, 0)
         self._checks = self._corrections = self._failures = self._last_mismatch = self._over_budget = 0
         self._last_duration_ms = 0.0
+        self._pnl_mismatch: dict[str, float] = {}
 
     def record(self, result: Any, *, opening: bool | None = None) -> None:
         """Count one `ReconcileResult`."""
@@ -125,8 +132,14 @@ class ReconcileMetrics:
                 self._failures += 1
             if result.error or result.duration_ms > self.budget_ms:
                 self._over_budget += 1
-            if opening or result.error:
-                return  # nothing compared (error), or carried positions (opening)
+            if result.error:
+                return  # nothing compared
+            pnl = getattr(result, "pnl_discrepancies", ())
+            self._mismatches["pnl"] += len(pnl)
+            for account, diff in getattr(result, "pnl_max_diff_twd", {}).items():
+                self._pnl_mismatch[account] = float(diff)
+            if opening:
+                return  # quantity differences at the opening are carried positions
             for d in result.discrepancies:
                 self._mismatches[d.kind] = self._mismatches.get(d.kind, 0) + 1
             self._corrections += len(result.corrections)
@@ -136,7 +149,8 @@ class ReconcileMetrics:
         with self._lock:
             buckets, total, _ = self._duration.snapshot()
             return ReconcileSnapshot(self._checks, dict(self._mismatches), self._corrections, self._failures,
-                                     self._last_mismatch, buckets, total, self._over_budget, self._last_duration_ms)
+                                     self._last_mismatch, buckets, total, self._over_budget, self._last_duration_ms,
+                                     dict(self._pnl_mismatch))
 
 
 class _Missing(Exception):
@@ -244,6 +258,11 @@ def _reconcile(value: Value, _src: MetricSources) -> Iterator[Metric]:
     yield GaugeMetricFamily(n.RECONCILIATION_LAST_MISMATCH_QUANTITY, "Largest |broker - ours| at the last check.",
                             value=snap.last_mismatch_quantity)
     yield CounterMetricFamily(n.RECONCILIATION_FAILURES_TOTAL, "Checks that errored or ran past the deadline.", value=snap.failures)
+    fam = GaugeMetricFamily(n.RECONCILIATION_PNL_MISMATCH_TWD,
+                            "Largest |broker - ours| unrealized PnL at the last check of all symbols, TWD, by account.", labels=["account"])
+    for account, diff in sorted(snap.pnl_mismatch_twd.items()):
+        fam.add_metric([account], diff)
+    yield fam
 
 
 def _queues(value: Value, _src: MetricSources) -> Iterator[Metric]:

@@ -9,9 +9,12 @@ POSITION_DELTA_LATENCY_MS = "position_delta_latency_ms"  # histogram: callback t
 CALLBACK_GAP_SECONDS = "callback_gap_seconds"  # gauge: now - last order callback (0 before the first)
 ORDERS_WORKING = "orders_working"  # gauge: orders that may still fill
 RECONCILIATION_DURATION_MS = "reconciliation_duration_ms"  # histogram
-RECONCILIATION_MISMATCHES_TOTAL = "reconciliation_mismatches_total"  # counter{kind}: quantity, missing_ours, missing_broker
+RECONCILIATION_MISMATCHES_TOTAL = "reconciliation_mismatches_total"  # counter{kind}: quantity, missing_ours, missing_broker, pnl (over reconcile.max_pnl_mismatch_twd)
 RECONCILIATION_CORRECTIONS_TOTAL = "reconciliation_corrections_total"  # counter
 RECONCILIATION_LAST_MISMATCH_QUANTITY = "reconciliation_last_mismatch_quantity"  # gauge: largest |broker - ours| at the last check
+# gauge{account}: largest |broker - ours| unrealized PnL, TWD, at the last check of all symbols, beyond the
+# allowance of an unverified convention (stock shorts; 0 for the others): see reconcile/pnl.py
+RECONCILIATION_PNL_MISMATCH_TWD = "reconciliation_pnl_mismatch_twd"
 RECONCILIATION_FAILURES_TOTAL = "reconciliation_failures_total"  # counter: checks that errored or ran past the deadline
 QUEUE_DEPTH = "queue_depth"  # gauge{queue}: raw (bridge -> pipeline), recorder
 BROKER_QUERY_BUDGET_USED = "broker_query_budget_used"  # gauge{group}: calls in the current window (portfolio: of 25 per 5 s)

@@ -338,3 +338,20 @@ def test_journal_without_person_id_replays_to_the_same_books(tmp_path):
 
     # Assert
     assert replayed == live
+
+
+def test_lone_surrogate_is_written_as_an_escape_and_read_back_as_it_was(tmp_path):
+    # Arrange: found by the normalizer fuzz: encode_line raised UnicodeEncodeError, so the
+    # pipeline parked the event as an internal error (and a replay could not reproduce it)
+    path = tmp_path / "journal.jsonl"
+    msg = {**stock_deal(), "code": "23\udc80", "extra": "\ud800"}
+
+    # Act
+    _write(path, [(1, "SDEAL", msg)])
+    reader = JournalReader(path)
+    back = list(reader)
+
+    # Assert
+    path.read_bytes().decode("utf-8")  # the line is UTF-8
+    assert reader.bad_lines == []
+    assert back[0].msg == msg and back[0].state == "SDEAL"

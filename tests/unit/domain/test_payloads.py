@@ -263,3 +263,99 @@ def test_without_person_id_drops_the_key_at_any_depth_and_leaves_the_input_alone
 def test_without_person_id_returns_the_same_object_when_there_is_none():
     msg = stock_deal()
     assert without_person_id(msg) is msg
+
+
+# -- kept_copy, safe_text, state_text (what a dead letter keeps) ------------------------------------
+# Found by the normalizer fuzz (chaos/fuzz.py): a rejected payload carrying a 1 MB string was
+# kept whole in the dead letter (memory, the dead_letters table); a lone surrogate in it (or in
+# the state) made the dead letter unrecordable (Arrow / UTF-8) and unloggable; a payload nested
+# deeper than the recursion limit was kept as nothing at all.
+import json  # noqa: E402
+
+from execstate.domain.payloads import KEPT_TEXT_MAX, KEPT_TOTAL_MAX, kept_copy, safe_text, state_text  # noqa: E402
+
+
+def test_kept_copy_of_an_ordinary_payload_is_the_plain_copy_without_person_id():
+    # Arrange
+    from payloads import stock_order
+
+    msg = stock_order()
+    msg["order"]["account"]["person_id"] = "A123456789"
+
+    # Act
+    kept = kept_copy(EventDictLike(msg))
+
+    # Assert
+    assert kept == without_person_id(to_plain(msg))
+    assert "A123456789" not in json.dumps(kept)
+
+
+def test_kept_copy_cuts_a_huge_string_and_says_how_much_is_missing():
+    # Act
+    kept = kept_copy({**stock_deal(), "code": "x" * 1_000_000})
+
+    # Assert
+    assert kept["code"].startswith("x" * KEPT_TEXT_MAX)
+    assert kept["code"].endswith(f"...<{1_000_000 - KEPT_TEXT_MAX} more characters>")
+    assert kept["trade_id"] == stock_deal()["trade_id"]
+
+
+def test_kept_copy_is_bounded_however_many_huge_strings_and_members():
+    # Arrange
+    msg = {f"k{i}": "y" * 100_000 for i in range(1000)}
+
+    # Act
+    text = json.dumps(kept_copy(msg))
+
+    # Assert
+    assert len(text) < 2 * KEPT_TOTAL_MAX
+
+
+def test_kept_copy_escapes_lone_surrogates_so_the_copy_encodes_as_utf8():
+    # Act
+    kept = kept_copy({"code": "23\udc80", "\ud800key": ["\udfff"]})
+
+    # Assert
+    json.dumps(kept, ensure_ascii=False).encode("utf-8")
+    assert kept == {"code": "23\\udc80", "\\ud800key": ["\\udfff"]}
+
+
+def test_kept_copy_keeps_a_too_deep_payload_cut_at_a_bounded_depth():
+    # Arrange
+    deep: object = "bottom"
+    for _ in range(5000):
+        deep = {"a": deep}
+
+    # Act
+    kept = kept_copy({"price": 1.0, "deep": deep})
+
+    # Assert
+    assert kept["price"] == 1.0
+    assert "nested deeper than" in json.dumps(kept)
+
+
+def test_kept_copy_never_raises_and_keeps_odd_values_as_text():
+    # Arrange
+    class Exploding(EventDictLike):
+        def items(self):
+            raise RuntimeError("boom")
+
+    # Act / Assert
+    assert kept_copy(Exploding({})) == "<unreadable Exploding>"
+    kept = kept_copy({"n": 10**5000, "b": b"raw", "d": D("1.5"), "t": (1, "x"), 3: 2.5})
+    assert kept == {"n": "<int of 16610 bits>", "b": "b'raw'", "d": "1.5", "t": [1, "x"], "3": 2.5}
+
+
+def test_safe_text_and_state_text_are_bounded_utf8_and_never_raise():
+    # Arrange
+    class BadState:
+        @property
+        def value(self):
+            raise RuntimeError("boom")
+
+    # Act / Assert
+    assert safe_text("S" * 1_000_000, 40) == "S" * 40
+    assert safe_text("\ud800SDEAL", 40) == "\\ud800SDEAL"
+    assert state_text(sj.OrderState.StockDeal) == "SDEAL"
+    assert state_text(BadState()) == "<BadState>"
+    assert state_text(None) == "None"

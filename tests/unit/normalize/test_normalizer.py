@@ -852,3 +852,56 @@ def test_dead_letter_keeps_the_payload_without_person_id():
     assert isinstance(dead, DeadLetter)
     assert "A123456789" not in repr(dead) and "person_id" not in repr(dead.msg)
     assert dead.msg["order"]["account"]["broker_id"] == "9A95"
+
+
+# ---------------------------------------------------------------------------------------
+# Found by the normalizer fuzz (chaos/fuzz.py): what a dead letter keeps is bounded and storable
+# ---------------------------------------------------------------------------------------
+
+
+def test_dead_letter_of_a_payload_with_a_1mb_string_keeps_a_bounded_copy():
+    # Arrange
+    norm = make()
+    bad = stock_order(event_id="x" * 1_000_000)
+
+    # Act
+    dead = run(norm, SORDER, bad)
+
+    # Assert
+    assert dead.reason.startswith("event_id='xxx") and len(dead.reason) < 200
+    assert 1000 < len(dead.msg["event_id"]) < 1100
+    assert dead.msg["order"]["id"] == bad["order"]["id"]
+    assert "person_id" not in dead.msg["order"]["account"]
+
+
+def test_dead_letter_of_a_lone_surrogate_state_and_payload_can_be_recorded():
+    # Arrange
+    from execstate.record.rows import to_arrow
+
+    norm = make()
+
+    # Act
+    dead = run(norm, "SDEAL\ud800", {**stock_deal(), "code": "\udc80"})
+
+    # Assert
+    assert dead.state == "SDEAL\\ud800"
+    assert dead.msg["code"] == "\\udc80"
+    assert to_arrow("dead_letters", [dead]).num_rows == 1
+
+
+def test_dead_letter_of_a_state_whose_value_raises_is_still_a_dead_letter():
+    # Arrange
+    class BadState:
+        @property
+        def value(self):
+            raise RuntimeError("boom")
+
+    norm = make()
+
+    # Act
+    dead = run(norm, BadState(), stock_deal())
+
+    # Assert
+    assert isinstance(dead, DeadLetter)
+    assert dead.state == "<BadState>"
+    assert norm.stats.dead_letters == 1

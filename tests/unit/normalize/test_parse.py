@@ -629,3 +629,112 @@ def test_status_id_different_from_order_id_is_malformed():
 
     # Assert
     assert exc.value.reason == "status.id='deadbeef': expected the order id '892f730b'"
+
+
+# ---------------------------------------------------------------------------------------
+# Found by the normalizer fuzz (chaos/fuzz.py)
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("ts", "ok"), [(4_102_444_800, True), (4_102_444_800.5, False), (9.3e9, False), (5e10, False), (1e11, False)])
+def test_deal_time_after_2100_is_malformed_instead_of_overflowing_int64_ns(ts, ok):
+    # Arrange: 1e11 s used to pass and became 1e20 ns: no table row or Arrow column could hold it
+    msg = stock_deal(ts=ts)
+
+    # Act / Assert
+    if ok:
+        assert parse_deal("SDEAL", msg).ts_event == 4_102_444_800 * 10**9
+    else:
+        with pytest.raises(MalformedEvent) as exc:
+            parse_deal("SDEAL", msg)
+        assert exc.value.reason.startswith(f"ts={ts!r}: expected float <= ")
+
+
+def test_order_exchange_time_after_2100_is_malformed():
+    # Act
+    with pytest.raises(MalformedEvent) as exc:
+        parse_order("FORDER", futures_order(exchange_ts=5e10))
+
+    # Assert
+    assert exc.value.reason.startswith("status.exchange_ts=50000000000.0: expected float <= ")
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("code", "23\udc80"), ("trade_id", "\ud800"), ("event_id", "e\udfff"), ("custom_field", "MO\ud800"), ("exchange_seq", "\udc80" * 3),
+])
+def test_stock_deal_text_with_a_lone_surrogate_is_malformed_naming_the_field(field, value):
+    # Arrange: accepted before, it then broke the journal, the fills table, snapshots and logs
+    msg = stock_deal(**{field: value})
+
+    # Act
+    with pytest.raises(MalformedEvent) as exc:
+        parse_deal("SDEAL", msg)
+
+    # Assert
+    assert exc.value.reason == f"{field}={value!r}: expected text without lone surrogates"
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("order.id", "892f\ud800"), ("operation.op_msg", "委託\udc80"), ("contract.code", "\ud800"), ("order.account.broker_id", "9A\udfff"),
+])
+def test_stock_order_text_with_a_lone_surrogate_is_malformed_naming_the_dotted_field(field, value):
+    # Arrange
+    msg = with_value(stock_order(), field, value)
+    if field == "order.id":
+        msg = with_value(msg, "status.id", value)
+
+    # Act
+    with pytest.raises(MalformedEvent) as exc:
+        parse_order("SORDER", msg)
+
+    # Assert
+    assert exc.value.reason == f"{field}={value!r}: expected text without lone surrogates"
+
+
+def test_enum_value_with_a_lone_surrogate_is_malformed_naming_the_field():
+    # Arrange: msgspec cannot quote it in its own message (UnicodeEncodeError, not a ValidationError)
+    msg = with_value(futures_order(), "operation.op_type", "\ud800")
+
+    # Act
+    with pytest.raises(MalformedEvent) as exc:
+        parse_order("FORDER", msg)
+
+    # Assert
+    assert exc.value.reason == "operation.op_type='\\ud800': expected text without lone surrogates"
+
+
+def test_chinese_text_is_still_accepted():
+    # Act
+    order = parse_order("SORDER", stock_order(op_code="88", op_msg="此證券配額張數不足"))
+
+    # Assert
+    assert order.op_msg == "此證券配額張數不足"
+
+
+def test_reason_for_a_megabyte_enum_value_is_short_and_names_the_field():
+    # Arrange: msgspec puts the whole value in its message; the reason shows 57 characters of it
+    msg = stock_deal(action="x" * 1_000_000)
+
+    # Act
+    with pytest.raises(MalformedEvent) as exc:
+        parse_deal("SDEAL", msg)
+
+    # Assert
+    assert exc.value.reason == "action='" + "x" * 56 + "...: expected one of Buy, Sell"
+
+
+@pytest.mark.parametrize(("field", "value", "ok"), [
+    ("price", 1e6, True), ("price", 1e6 + 0.5, False), ("price", 1e12, False),
+    ("quantity", 1_000_000, True), ("quantity", 1_000_001, False), ("quantity", 10_000_000, False),
+])
+def test_deal_price_and_quantity_are_bounded_so_the_fill_can_be_recorded(field, value, ok):
+    # Arrange: price 1e12 x 1e7 lots used to pass; its fee (1.4e19 TWD) fits no Decimal(18, 4) column
+    msg = stock_deal(**{field: value})
+
+    # Act / Assert
+    if ok:
+        parse_deal("SDEAL", msg)
+    else:
+        with pytest.raises(MalformedEvent) as exc:
+            parse_deal("SDEAL", msg)
+        assert exc.value.reason.startswith(f"{field}={value!r}: expected int <= " if field == "quantity" else f"{field}={value!r}: expected float <= ")

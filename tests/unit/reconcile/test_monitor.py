@@ -29,6 +29,7 @@ class World:
         self.t = 1000.0  # monotonic seconds
         self.wall = 1_000_000_000_000  # ns
         self.connection = ConnectionState.UP
+        self.connection_since = 0  # ns, stamped by the bridge at each connection state change
         self.last_callback = self.wall
         self.working = 0
         self.gaps = set()
@@ -38,7 +39,7 @@ class World:
                                clock=lambda: self.t, wall_ns=lambda: self.wall)
 
     def heartbeat(self):
-        return Heartbeat(self.last_callback, self.connection, 0, 0)
+        return Heartbeat(self.last_callback, self.connection, self.connection_since, 0)
 
     def advance(self, seconds):
         self.t += seconds
@@ -87,6 +88,22 @@ def test_reconnect_triggers_a_full_reconcile():
     w.monitor.run_once()
     assert w.reasons() == ["reconnect"]
     assert not w.halt.is_halted
+
+
+def test_outage_between_two_evaluations_still_triggers_a_reconnect_reconcile():
+    # Arrange: the monitor has looked once; the session then drops and comes back before its next look
+    w = World()
+    w.monitor.run_once()
+    w.advance(0.25)
+
+    # Act: DOWN then UP again (the bridge stamps a new connection_since_ns), state UP at both looks
+    w.connection_since = 7
+    w.monitor.run_once()
+    w.advance(0.25)
+    w.monitor.run_once()
+
+    # Assert: one reconnect reconcile, not repeated
+    assert w.reasons() == ["reconnect"]
 
 
 def test_connection_down_past_the_deadline_halts():

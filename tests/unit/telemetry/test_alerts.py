@@ -4,6 +4,7 @@ resolve, HALT once, market hours, the windows, and reading the service's sources
 import re
 import time
 from dataclasses import replace
+from decimal import Decimal
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
@@ -13,7 +14,7 @@ import yaml
 from structlog.testing import capture_logs
 
 from execstate.bridge.shioaji_adapter import ConnectionState, Heartbeat
-from execstate.config import AlertSettings, parse_settings
+from execstate.config import AlertSettings, ReconcileSettings, parse_settings
 from execstate.domain.errors import ConfigError
 from execstate.reconcile.gateway import GatewayStats
 from execstate.reconcile.halt import HaltState
@@ -90,6 +91,12 @@ def test_default_thresholds_are_the_ones_in_alerts_yml():
         == SETTINGS.mismatch_quantity_threshold
     assert number(r"recorder_spool_oldest_age_seconds > (\d+)", "ExecstateRecorderSpoolGrowing", "stale") == SETTINGS.spool_age_s
     assert number(r'le=~"(\d+)', "ExecstateRecoverySlow") == SETTINGS.recovery_s * 1000  # ms
+    # the PnL threshold is reconciliation's own (reconcile.max_pnl_mismatch_twd, as the repo file states it), rules_for's default
+    from execstate.config import load_settings
+
+    assert load_settings().reconcile.max_pnl_mismatch_twd == ReconcileSettings().max_pnl_mismatch_twd
+    assert number(r"reconciliation_pnl_mismatch_twd > (\S+)", "ExecstateReconciliationPnlMismatch") \
+        == float(ReconcileSettings().max_pnl_mismatch_twd) == RULES["ExecstateReconciliationPnlMismatch"].values(HEALTHY)["threshold_twd"]
 
 
 def test_alerts_settings_load_from_the_repo_file_and_reject_bad_values():
@@ -113,6 +120,7 @@ FIRES = [
     ("ExecstateCallbacksStopped", dict(callback_gap_s=2.0, orders_working=1, market_open=True)),
     ("ExecstateReconciliationMismatch (quantity)", dict(mismatch_quantity=3)),
     ("ExecstateReconciliationMismatch (corrections)", dict(corrections_recent=1)),
+    ("ExecstateReconciliationPnlMismatch", dict(mismatch_pnl_twd=100.5, mismatch_pnl_account="9A95-1234567")),
     ("ExecstateRecoverySlow", dict(recovery_over_budget_recent=1, last_recovery_s=12.5)),
     ("ExecstateHalted", dict(halted=True, halt_reason="reconcile failed")),
     ("ExecstateRecorderSpoolGrowing (growing)", dict(spool_growth_rows_per_s=10.0, spool_rows=500)),
@@ -130,6 +138,8 @@ SILENT = [
     ("ExecstateCallbacksStopped", dict(callback_gap_s=9.0, orders_working=3, market_open=False)),  # market closed
     ("ExecstateReconciliationMismatch (quantity)", dict(mismatch_quantity=0)),
     ("ExecstateReconciliationMismatch (corrections)", dict(corrections_recent=0)),
+    ("ExecstateReconciliationPnlMismatch", dict(mismatch_pnl_twd=100.0, mismatch_pnl_account="9A95-1234567")),  # not over 100 TWD
+    ("ExecstateReconciliationPnlMismatch", dict(mismatch_pnl_twd=1.0)),  # rounding
     ("ExecstateRecoverySlow", dict(recovery_over_budget_recent=0, last_recovery_s=9.9)),
     ("ExecstateHalted", dict(halted=False)),
     ("ExecstateRecorderSpoolGrowing (growing)", dict(spool_growth_rows_per_s=0.0, spool_rows=500)),  # flat
@@ -176,6 +186,14 @@ def test_healthy_idle_service_fires_nothing():
 
     assert [evaluator.evaluate(HEALTHY, T0 + s) for s in range(0, 600, 30)] == [[]] * 20
     assert set(evaluator.firing_by_name().values()) == {0}
+
+
+def test_pnl_mismatch_threshold_is_reconciles_and_the_rule_warns_only():
+    rule = {r.label: r for r in rules_for(SETTINGS, Decimal("250"))}["ExecstateReconciliationPnlMismatch"]
+
+    assert not rule.fires(replace(HEALTHY, mismatch_pnl_twd=250.0))
+    assert rule.fires(replace(HEALTHY, mismatch_pnl_twd=250.01))
+    assert (rule.severity, rule.for_s, rule.halts) == (WARN, 15.0, False)
 
 
 def test_mismatch_threshold_comes_from_settings():
@@ -328,8 +346,8 @@ def test_firing_by_name_counts_every_name_and_both_rules_of_one_alert():
     counts = dict(evaluator.firing_by_name())
     assert counts.pop("ExecstateReconciliationMismatch") == 2
     assert counts.pop("ExecstateHalted") == 1
-    assert set(counts) == {"ExecstateCallbacksStopped", "ExecstateRecoverySlow", "ExecstateRecorderSpoolGrowing",
-                           "ExecstateConnectionDown", "ExecstateBrokerBanned"}
+    assert set(counts) == {"ExecstateCallbacksStopped", "ExecstateReconciliationPnlMismatch", "ExecstateRecoverySlow",
+                           "ExecstateRecorderSpoolGrowing", "ExecstateConnectionDown", "ExecstateBrokerBanned"}
     assert set(counts.values()) == {0}
 
 
@@ -450,6 +468,18 @@ def test_reader_turns_sources_into_inputs():
         recovery_over_budget_recent=1, last_recovery_s=2.5, halted=True, halt_reason="test", spool_rows=40, spool_age_s=12.5,
         spool_growth_rows_per_s=0.0, connection="reconnecting", connection_for_s=pytest.approx(7.0), bans_recent=1,
     )
+
+
+def test_reader_takes_the_largest_pnl_mismatch_over_accounts_from_the_last_full_checks():
+    src = Sources()
+    reader = InputsReader(SETTINGS, src.metric_sources(), started_s=T0)
+    src.reconcile.record(ReconcileResult("poll", ("S", "F"), 0, 10.0, pnl_max_diff_twd={"S": Decimal("420.5"), "F": Decimal("0")}))
+    src.reconcile.record(ReconcileResult("confirm", ("S",), 0, 10.0))  # a check of a few symbols sets no PnL gauge
+
+    inputs = reader.read(T0)
+
+    assert (inputs.mismatch_pnl_twd, inputs.mismatch_pnl_account) == (420.5, "S")
+    assert RULES["ExecstateReconciliationPnlMismatch"].fires(inputs)
 
 
 def test_reader_asks_the_worker_for_working_orders_only_when_the_gap_is_over_its_threshold_in_session():

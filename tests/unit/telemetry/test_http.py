@@ -124,6 +124,38 @@ def test_right_token_returns_the_handlers_data_as_json(server, name, expected):
         assert data == expected
 
 
+def test_status_carries_the_firing_alerts_and_the_last_reconciles_pnl_differences(registry):
+    # Arrange: Service._status's shape, with an alert firing and a reconcile that found a PnL difference
+    firing = {"alert": "ExecstateReconciliationPnlMismatch", "cause": "", "severity": "warn", "halts": False,
+              "firing_since_s": 1779330615.0, "values": {"account": "S1", "mismatch_pnl_twd": 2000.0, "threshold_twd": 100.0}}
+    last = {"reason": "poll", "accounts": ["S1"], "started_ns": 5, "duration_ms": 12.5, "records_resubmitted": 3, "recovered_fills": 0,
+            "discrepancies": [], "pending": [], "corrections": [], "error": "", "halted": False,
+            "pnl_discrepancies": [{"account": "S1", "symbol": "2330", "ours": "13788.00", "broker": "11788", "diff_twd": "-2000.00",
+                                   "tolerance_twd": "100.00"}]}
+    srv = start_server(registry, {"status": lambda: dict(STATUS, alerts=[firing], last_reconcile=last)}, TOKEN)
+    try:
+        doc = json.loads(request(srv, "/api/v1/openapi.json")[2])
+        schema = doc["paths"]["/api/v1/status"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+
+        # Act
+        status, _, body = request(srv, "/api/v1/status", token=TOKEN)
+    finally:
+        stop_server(srv)
+
+    # Assert
+    data = json.loads(body)
+    assert status == 200 and data["alerts"] == [firing]
+    assert data["last_reconcile"]["pnl_discrepancies"] == last["pnl_discrepancies"]
+    jsonschema.validate(data, {**schema, "components": doc["components"]})
+    assert "alerts" in doc["components"]["schemas"]["StatusResponse"]["properties"]
+
+
+def test_status_without_alerts_says_none_are_firing(server):
+    status, _, body = request(server, "/api/v1/status", token=TOKEN)
+
+    assert status == 200 and json.loads(body)["alerts"] == []
+
+
 def test_orders_come_out_as_rows_with_status_and_quantities(server):
     status, _, body = request(server, "/api/v1/orders", token=TOKEN)
 

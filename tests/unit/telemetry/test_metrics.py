@@ -2,6 +2,7 @@
 
 import math
 import urllib.request
+from decimal import Decimal
 
 import pytest
 from payloads import stock_deal, stock_order
@@ -15,6 +16,7 @@ from execstate.domain.events import Correction
 from execstate.reconcile.diff import Discrepancy
 from execstate.reconcile.gateway import GatewayStats
 from execstate.reconcile.halt import HaltState
+from execstate.reconcile.pnl import PnlDiscrepancy
 from execstate.reconcile.reconciler import ReconcileResult
 from execstate.telemetry.histogram import LATENCY_MS_BOUNDS, BucketHistogram
 from execstate.telemetry.metrics import MetricSources, ReconcileMetrics, registry_for, start_metrics_server, stop_metrics_server
@@ -175,6 +177,41 @@ def test_last_mismatch_quantity_is_the_largest_difference_and_survives_a_failed_
     metrics.record(ReconcileResult("poll", ("A",), NOW_NS, 10.0, error="ConnectionError: down"))
 
     assert _get(_scrape(registry), "reconciliation_last_mismatch_quantity") == 2000
+
+
+def _pnl(account, symbol, diff):
+    return PnlDiscrepancy(account, symbol, Decimal(0), Decimal(diff), Decimal(diff), Decimal(100))
+
+
+def test_pnl_mismatch_gauge_per_account_from_the_last_full_check_and_pnl_counted_by_kind():
+    # Arrange
+    metrics = ReconcileMetrics(deadline_ms=1000)
+    registry = registry_for(MetricSources(reconcile=metrics))
+    before = _scrape(registry)
+
+    # Act: a full check finds 2 positions over 100 TWD on S (largest 1500.25), F clean but 3 TWD off;
+    # then a check of one symbol (no gauge), a failed check (nothing), and the opening check of a
+    # restart (a PnL difference on a position both sides hold counts there too)
+    metrics.record(ReconcileResult("poll", ("S", "F"), NOW_NS, 10.0,
+                                   pnl_discrepancies=[_pnl("S", "2330", "1500.25"), _pnl("S", "2890", "-250")],
+                                   pnl_max_diff_twd={"S": Decimal("1500.25"), "F": Decimal("3.00")}))
+    metrics.record(ReconcileResult("confirm", ("S",), NOW_NS, 10.0))
+    metrics.record(ReconcileResult("poll", ("S", "F"), NOW_NS, 10.0, error="TimeoutError: list_positions"))
+    first = _scrape(registry)
+    metrics.record(ReconcileResult("startup", ("S", "F"), NOW_NS, 10.0, pnl_discrepancies=[_pnl("F", "TXFL6", "400")],
+                                   pnl_max_diff_twd={"S": Decimal("0"), "F": Decimal("400")}))
+    second = _scrape(registry)
+
+    # Assert
+    assert not [k for k in before if k[0] == "reconciliation_pnl_mismatch_twd"]  # no sample before a check compared
+    assert _get(before, "reconciliation_mismatches_total", kind="pnl") == 0
+    assert _get(first, "reconciliation_pnl_mismatch_twd", account="S") == 1500.25
+    assert _get(first, "reconciliation_pnl_mismatch_twd", account="F") == 3.0
+    assert _get(first, "reconciliation_mismatches_total", kind="pnl") == 2
+    assert _get(second, "reconciliation_pnl_mismatch_twd", account="S") == 0
+    assert _get(second, "reconciliation_pnl_mismatch_twd", account="F") == 400
+    assert _get(second, "reconciliation_mismatches_total", kind="pnl") == 3
+    assert _get(second, "reconciliation_mismatches_total", kind="quantity") == 0
 
 
 def test_gateway_recorder_and_queue_metrics():

@@ -12,9 +12,17 @@ Invariants:
   `ts <= as_of` (`as_of=None`: the whole day) + every placed order's records and fills (live
   facts, never cut by `as_of`). Queries never depend on what was delivered.
 - Position key (account, code, direction, cond) for stocks, (account, full_code, direction) for
-  futures/options; lots are matched FIFO, so `price` is the weighted average trade price of the
-  open quantity. The real broker most likely folds the buy fee into `price` and nets estimated
-  sell fee/tax out of `pnl` (issue #177); the sim does neither: `pnl = (last - price) x net x mult`.
+  futures/options; lots are matched FIFO (a partly closed lot keeps its share of its opening
+  costs). `last_price` = `set_mark`, else the last trade. `price` and `pnl` follow the broker's
+  convention (shared/reference/shioaji-facts.md section 5, issue #177):
+  - stock long: `price` = (open lots' trade cost + their buy fees) / qty, and
+    `pnl = last x qty - floor(0.1425% x last x qty) - floor(tax x last x qty) - price x qty`
+    (list commission rate, no discount, no minimum; tax 0.3%, ETFs 0.1%);
+  - stock short (ShortSelling, or a cash day-trade short) [I, the reference is silent; the
+    mirror image]: `price` = (open lots' sale proceeds - their sell fees and taxes) / qty, and
+    `pnl = price x qty - last x qty - floor(0.1425% x last x qty)` (the estimated buy-back fee);
+  - futures and options: `price` = average trade price of the open lots (no fees), and
+    `pnl = (last - price) x net x multiplier` (the docs' MXF and TXO examples).
 - `unit=sj.Unit.Common` (default) reports stock quantities in lots, odd shares floored
   (2037 shares -> 2; a 200-share row is kept with quantity 0, as in issue #177); `Share` in shares.
 - Profit-loss: one row per closing fill; `pnl` = gross - fees - taxes of both legs (`FeeModel`);
@@ -54,10 +62,18 @@ class _Piece:
 
 
 class _Lot:
-    __slots__ = ("qty", "price", "date", "dseq", "seqno", "today")
+    __slots__ = ("qty", "price", "date", "dseq", "seqno", "today", "cost")
 
-    def __init__(self, qty: int, price: Decimal, date: str, dseq: str, seqno: str, today: bool) -> None:
+    def __init__(self, qty: int, price: Decimal, date: str, dseq: str, seqno: str, today: bool,
+                 cost: Decimal = Decimal(0)) -> None:
         self.qty, self.price, self.date, self.dseq, self.seqno, self.today = qty, price, date, dseq, seqno, today
+        self.cost = cost  # opening fees (and, for a short, the sale's tax) of the open quantity, TWD
+
+    def reduce(self, take: int) -> None:
+        """Close `take` units of this lot; the opening costs shrink in proportion."""
+        left = abs(self.qty) - take
+        self.cost = self.cost * left / abs(self.qty) if left else Decimal(0)
+        self.qty -= take if self.qty > 0 else -take
 
 
 def _account_key_of(msg: dict) -> str:
@@ -197,15 +213,40 @@ class SimBroker:
                 take = min(abs(q), abs(lot.qty))
                 sign = 1 if lot.qty > 0 else -1
                 pieces.append(_Piece(sign, take, lot.price, lot.date, lot.dseq, lot.seqno, lot.today))
-                lot.qty -= sign * take
+                lot.reduce(take)
                 q += sign * take
                 if lot.qty == 0:
                     lots.pop(0)
             if pieces:
                 closes.append((f, tuple(pieces)))
             if q:
-                lots.append(_Lot(q, f.price, self.today, f.ordno, f.seqno, True))
+                lots.append(_Lot(q, f.price, self.today, f.ordno, f.seqno, True, self._opening_cost(f) * abs(q) / f.quantity))
         return books, closes, last, yd
+
+    def _opening_cost(self, f: SimFill) -> Decimal:
+        """What opening a position with all of fill `f` costs on top of its price: a stock buy's
+        fee; a stock sale's fee and tax (at the regular rate: the day-trade rate is known only
+        once it is covered); nothing for futures and options."""
+        if f.security_type != "STK":
+            return Decimal(0)
+        amount = f.quantity * f.price
+        cost = self.fees.stock_fee(amount, f.order_lot in ("Odd", "IntradayOdd"))
+        if f.action == "Sell":
+            cost += self.fees.stock_tax(amount, instrument_for(f.code), False)
+        return Decimal(cost)
+
+    def _stock_price_pnl(self, inst: Any, lots: list[_Lot], net: int, mark: Decimal) -> tuple[Decimal, Decimal]:
+        """(price, pnl) of an open stock position, in the broker's convention (module docstring)."""
+        qty = abs(net)
+        trade = sum(abs(lot.qty) * lot.price for lot in lots)
+        opening = sum((lot.cost for lot in lots), Decimal(0))
+        value = mark * qty
+        fee = int(value * self.fees.stock_rate)  # floor: list rate, no discount, no minimum
+        if net > 0:
+            basis = trade + opening
+            return basis / qty, value - fee - self.fees.stock_tax(value, inst, False) - basis
+        basis = trade - opening
+        return basis / qty, basis - value - fee
 
     def _done(self, result: Any, cb: Callable[[Any], None] | None) -> Any:
         if cb is not None:
@@ -228,15 +269,16 @@ class SimBroker:
             inst, qty = instrument_for(code), abs(net)
             avg = sum(abs(lot.qty) * lot.price for lot in lots) / qty
             mark = self._marks.get(code, last.get(code, avg))
-            pnl = float((mark - avg) * net * inst.multiplier)
             side = sj.Action.Buy if net > 0 else sj.Action.Sell
             if not inst.is_stock:
+                pnl = float((mark - avg) * net * inst.multiplier)
                 out.append(SimFuturePosition(len(out), code, side, qty, float(avg), float(mark), pnl))
                 continue
+            price, pnl_twd = self._stock_price_pnl(inst, lots, net, mark)
             y = yd.get((code, cond), 0)
             value = int(avg * qty)
             out.append(SimStockPosition(
-                len(out), code, side, qty // scale, float(avg), float(mark), pnl,
+                len(out), code, side, qty // scale, float(price), float(mark), float(pnl_twd),
                 abs(y) // scale if y and (y > 0) == (net > 0) else 0, sj.StockOrderCond(cond),
                 int(value * 0.6) if cond == "MarginTrading" else 0,
                 value if cond == "ShortSelling" else 0, int(value * 0.9) if cond == "ShortSelling" else 0, 0))

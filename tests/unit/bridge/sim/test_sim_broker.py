@@ -113,13 +113,37 @@ def test_average_price_is_fifo_open_lots_and_pnl_follows_the_mark(session, clock
     [row] = broker.list_profit_loss(unit=sj.Unit.Share)
     [lot] = broker.list_profit_loss_detail(detail_id=row.id, unit=sj.Unit.Share)
 
-    assert (pos.quantity, pos.price, pos.last_price, pos.pnl) == (1000, 12.0, 13.0, 1000.0)
-    assert (marked.last_price, marked.pnl) == (12.5, 500.0)
+    # price: the open 12 lot with its buy fee (max(20, floor(12000 x 0.000855))) = 12,020 / 1000;
+    # pnl nets the estimated sale: 13000 - floor(13000 x 0.1425%) - floor(13000 x 0.3%) - 12020
+    assert (pos.quantity, pos.price, pos.last_price, pos.pnl) == (1000, 12.02, 13.0, 13000 - 18 - 39 - 12020)
+    assert (marked.last_price, marked.pnl) == (12.5, 12500 - 17 - 37 - 12020)
     assert (row.quantity, row.price, lot.price, lot.quantity) == (1000, 13.0, 10.0, 1000)
     fees = broker.fees
     expected = 3000 - fees.stock_fee(Decimal(13000), False) - 19 - fees.stock_fee(Decimal(10000), False)
     assert row.pnl == float(expected)  # gross - exit fee - 0.15% day-trade tax - entry fee
     assert lot.trade_type == sj.TradeType.DayTrade and lot.cost == 10000 + lot.fee
+
+
+def test_position_pnl_follows_the_reference_formula_for_an_odd_lot(session, clock):
+    # issue #177's position: 200 shares costing 113,610 with the fee (113,513 + floor(97.05)); at 577
+    tiny = dataclasses.replace(session, fills=[_fill("Buy", 200, "567.565", 1.0, lot="IntradayOdd")], initial_positions=())
+    broker = SimBroker(tiny, clock)
+    broker.set_mark("2890", "577")
+
+    [pos] = broker.list_positions(unit=sj.Unit.Share)
+
+    assert (pos.price, pos.pnl) == (568.05, 115400 - 164 - 346 - 113610)  # 1280; the real broker said 1281
+
+
+def test_short_position_price_is_net_proceeds_and_pnl_nets_the_buy_back_fee(session, clock):
+    short = dataclasses.replace(_fill("Sell", 1000, "210", 1.0), order_cond="ShortSelling")
+    broker = SimBroker(dataclasses.replace(session, fills=[short], initial_positions=()), clock)
+    broker.set_mark("2890", "205")
+
+    [pos] = broker.list_positions(unit=sj.Unit.Share)
+
+    # proceeds 210,000 - fee floor(179.55) - tax 630 = 209,191; buy-back fee estimate floor(292.125)
+    assert (pos.direction, pos.quantity, pos.price, pos.pnl) == (sj.Action.Sell, 1000, 209.191, 209191 - 205000 - 292)
 
 
 def test_one_profit_loss_row_per_closing_fill(session, broker):
