@@ -5,6 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-test
 BENCH_STAMP := $(VENV)/.installed-bench
 DOCS_STAMP := $(VENV)/.installed-docs
+CHAOS_STAMP := $(VENV)/.installed-chaos
 
 .PHONY: demo test bench chaos docs venv tools clean
 
@@ -19,6 +20,10 @@ $(STAMP): pyproject.toml | $(PY)
 
 $(DOCS_STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q -e '.[docs]'
+	touch $@
+
+$(CHAOS_STAMP): pyproject.toml $(STAMP)
+	$(PY) -m pip install -q -e '.[test,docs,chaos]'
 	touch $@
 
 $(BENCH_STAMP): pyproject.toml $(STAMP)
@@ -42,7 +47,7 @@ test: $(STAMP) tools
 	$(PY) -m pytest
 
 # every fault scenario against the simulated broker (a fast subset runs in `make test`)
-chaos: $(STAMP) tools
+chaos: $(CHAOS_STAMP) tools
 	$(PY) -m chaos.run
 
 # the documentation site (docs/, mkdocs.yml) into build/site, offline; a warning fails it

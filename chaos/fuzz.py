@@ -1,7 +1,8 @@
 """The normalizer fuzz target and the hostile-payload scenarios of `make chaos`.
 
 Usage: `python -m chaos.fuzz [--budget-s 60] [--engine hypothesis|atheris] [--seed N] [--json]`.
-Entry points: `run_fuzz(budget_s, seed=None) -> FuzzReport`, `check_example(recipes, resends, n0)`,
+Entry points: `run_fuzz(budget_s, seed=None) -> FuzzReport`, `check_example(recipes, resends, n0, work)`,
+`JsonLogs(path)` (structlog as in production, to a file, for a `with` block),
 `run_atheris(budget_s)`, `hostile_day(seed, orders)`, `scenarios(fast) -> list[Scenario]`.
 
 The fuzz: Hypothesis draws batches of hostile payloads (`chaos.hostile`) and each batch goes
@@ -27,7 +28,8 @@ all see the hostile input), for a fixed time budget. Per batch it asserts:
 A violation is shrunk by Hypothesis and reported with the minimal batch.
 
 Scenarios: "normalizer fuzz <budget>s" (budget from EXECSTATE_FUZZ_BUDGET_S, else 60 s, 5 s
-fast) and "hostile payloads in a live day": a simulated day delivered through the real
+fast); with atheris installed (the `chaos` extra) and not fast, "normalizer fuzz (atheris)" for
+half that budget in a child process; and "hostile payloads in a live day": a simulated day delivered through the real
 bridge callback with rejected and accepted-but-duplicate hostile payloads interleaved, then
 books against the broker's truth (and again after a journal replay), rows in ClickHouse
 (each deal once, each dead letter once with its reason, bounded, without `person_id`), and
@@ -37,20 +39,16 @@ the in-process alert rules (none may fire; there is no dead-letter alert).
 from __future__ import annotations
 
 import argparse
-import io
 import json
-import math
 import os
 import random
 import re
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -125,11 +123,11 @@ def reason_class(reason: str) -> str:
 def _plain_keys(state: Any, msg: Any) -> tuple[str, ...] | None:
     """The dedupe keys the contract names for a payload the normalizer accepted: the natural
     key and the broker's event id (None when it cannot be read)."""
-    name = getattr(state, "value", state)
-    name = {"StockOrder": "SORDER", "StockDeal": "SDEAL", "FuturesOrder": "FORDER", "FuturesDeal": "FDEAL"}.get(name, name)
-    if not isinstance(msg, dict) and hasattr(msg, "items"):
-        msg = dict(msg.items())
     try:
+        name = getattr(state, "value", state)
+        name = {"StockOrder": "SORDER", "StockDeal": "SDEAL", "FuturesOrder": "FORDER", "FuturesDeal": "FDEAL"}.get(name, name)
+        if not isinstance(msg, dict) and hasattr(msg, "items"):
+            msg = dict(msg.items())
         if name in ("SDEAL", "FDEAL"):
             natural = f"F:{msg['broker_id']}-{msg['account_id']}:{msg['trade_id']}:{msg['exchange_seq']}"
         else:
@@ -368,13 +366,13 @@ class FuzzReport:
                 "top_reasons": dict(t.reasons.most_common(12)), "failure": self.failure, "failing_example": self.failing_example}
 
 
-class _QuietLogs:
+class JsonLogs:
     """structlog writing JSON lines (info and up) to a temp file for the run, then what was before."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def __enter__(self) -> _QuietLogs:
+    def __enter__(self) -> JsonLogs:
         import structlog
 
         from execstate.telemetry.logging import configure_logging
@@ -429,7 +427,7 @@ def run_fuzz(budget_s: float, seed: int | None = None, *, batch_max: int = 12, r
         report.tally.add(tally)
 
     try:
-        with _QuietLogs(work / "fuzz-log.jsonl"):
+        with JsonLogs(work / "fuzz-log.jsonl"):
             while time.monotonic() < deadline:
                 hyp_seed(seed + report.rounds)(example)()
                 report.rounds += 1
@@ -453,9 +451,17 @@ def _repr_limited(batch: list[h.Recipe], limit: int = 4000) -> str:
 # --- atheris (optional second engine) ---------------------------------------------------------
 
 def run_atheris(budget_s: float, stats_path: Path | None = None) -> int:
-    """libFuzzer (atheris) driving the same Hypothesis test through `fuzz_one_input`. Runs in
-    this process until `budget_s` or the first violation (atheris exits the process)."""
+    """libFuzzer (atheris) driving the same Hypothesis test through `fuzz_one_input`, with
+    coverage of `execstate`'s code guiding it. Runs in this process until `budget_s` or the
+    first violation (atheris then exits the process, the failing input under a temp directory).
+    Call before anything imports `execstate` (its modules are instrumented as they load)."""
     import atheris  # the `chaos` extra: pip install -e '.[chaos]'
+
+    if "execstate" in sys.modules:
+        raise RuntimeError("run_atheris: execstate is already imported, so it cannot be instrumented")
+    with atheris.instrument_imports(include=["execstate"]):
+        import execstate.app  # noqa: F401  (and, through it, the normalizer, journal, payload helpers)
+        import execstate.record.rows  # noqa: F401
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
@@ -473,12 +479,13 @@ def run_atheris(budget_s: float, stats_path: Path | None = None) -> int:
         if stats_path is not None and tally.examples % 50 == 0:
             _write_stats(stats_path, tally, time.monotonic() - started)
 
-    logs = _QuietLogs(work / "fuzz-log.jsonl").__enter__()
+    logs = JsonLogs(work / "fuzz-log.jsonl").__enter__()
     import atexit
 
     atexit.register(lambda: (_write_stats(stats_path, tally, time.monotonic() - started) if stats_path else None, logs.__exit__()))
-    atheris.Setup([sys.argv[0], f"-max_total_time={max(1, int(budget_s))}", "-rss_limit_mb=4096", "-timeout=60"],
-                  example.hypothesis.fuzz_one_input)
+    artifacts = Path(tempfile.mkdtemp(prefix="execstate-atheris-crashes-"))
+    atheris.Setup([sys.argv[0], f"-max_total_time={max(1, int(budget_s))}", "-rss_limit_mb=4096", "-timeout=60", "-max_len=4096",
+                   f"-artifact_prefix={artifacts}/"], example.hypothesis.fuzz_one_input)
     atheris.Fuzz()
     return 0
 
@@ -592,7 +599,7 @@ def hostile_day(seed: int = 11, orders: int = 150, share: float = 0.12) -> Scena
         if halt.is_halted:
             fired.add("HALT")
 
-    logs = _QuietLogs(work / "log.jsonl")
+    logs = JsonLogs(work / "log.jsonl")
     with logs:
         pipeline.start()
         try:
@@ -685,6 +692,39 @@ def _day_rows(sink: Any, truth_fills: int, deads: list[Any], rec: dict, recorder
 
 # --- scenarios --------------------------------------------------------------------------------
 
+def atheris_scenario(budget_s: float) -> ScenarioResult:
+    """The atheris engine in a child process (it instruments `execstate` as it loads, and exits
+    the process at the end or at the first violation)."""
+    import subprocess
+
+    name = f"normalizer fuzz (atheris) {budget_s:g}s"
+    stats = Path(tempfile.mkdtemp(prefix="execstate-atheris-stats-")) / "stats.json"
+    cmd = [sys.executable, "-m", "chaos.fuzz", "--engine", "atheris", "--budget-s", str(budget_s), "--stats", str(stats)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=budget_s + 300)
+    counts = json.loads(stats.read_text()) if stats.exists() else {}
+    shutil.rmtree(stats.parent, ignore_errors=True)
+    result = ScenarioResult(name, f"libFuzzer-guided Hypothesis inputs: {counts.get('cases', 0)} hostile payloads "
+                                  f"in {counts.get('examples', 0)} batches")
+    result.facts = {**counts, "exit_code": proc.returncode}
+    if proc.returncode != 0:
+        tail = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith(("#", "INFO:"))][-12:]
+        result.books = Check(False, f"exit {proc.returncode}: " + " | ".join(tail)[-800:])
+        result.facts["stderr_tail"] = "\n".join(tail)
+    else:
+        result.books = Check(True, f"{counts.get('cases', 0)} payloads: {counts.get('accepted', 0)} accepted, "
+                                   f"{counts.get('rejected', 0)} rejected ({counts.get('distinct_reasons', 0)} distinct reasons), "
+                                   f"{counts.get('duplicates', 0)} duplicates, exceptions 0")
+    result.rows = Check.na("checked per batch inside the fuzz (recordable dead letters and events)")
+    result.alerts = Check.na("no alerts in a bare pipeline")
+    return result
+
+
+def _atheris_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("atheris") is not None
+
+
 def _budget(fast: bool) -> float:
     env = os.environ.get("EXECSTATE_FUZZ_BUDGET_S")
     if env:
@@ -707,7 +747,8 @@ def fuzz_scenario(budget_s: float, seed: int | None = None) -> ScenarioResult:
         result.books = Check(True, f"{t.cases} payloads ({facts['cases_per_s']}/s): {t.accepted} accepted, {t.rejected} rejected "
                                    f"({len(t.raw_reasons)} distinct reasons), {t.duplicates} duplicates, exceptions 0; "
                                    f"books = accepted fills; {t.replayed} replayed identically")
-    result.rows = Check(not report.failure, "every dead letter recordable, bounded, no person_id; accepted events recordable") \
+    result.rows = Check(not report.failure, "every dead letter, event, delta and snapshot converts to its table's Arrow rows; "
+                                            "dead letters bounded, no person_id") \
         if t.examples else Check.na("no example ran")
     result.alerts = Check.na("no alerts in a bare pipeline; dead-letter counter = metric = rejects checked per batch")
     return result
@@ -716,12 +757,16 @@ def fuzz_scenario(budget_s: float, seed: int | None = None) -> ScenarioResult:
 def scenarios(fast: bool) -> list[Scenario]:
     budget = _budget(fast)
     orders = 120 if fast else 400
-    return [
+    found = [
         Scenario("hostile payloads in a live day", "rejected and accepted hostile payloads interleaved into a simulated day",
                  lambda: hostile_day(orders=orders), fast=True),
         Scenario(f"normalizer fuzz {budget:g}s", "Hypothesis-generated hostile payloads through Pipeline.process_batch",
                  lambda: fuzz_scenario(budget), fast=True),
     ]
+    if not fast and _atheris_available():  # the optional second engine (the `chaos` extra), half the budget
+        found.append(Scenario(f"normalizer fuzz (atheris) {budget / 2:g}s", "libFuzzer-guided hostile payloads",
+                              lambda: atheris_scenario(budget / 2)))
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -135,7 +135,8 @@ class Service:
         self.journal_path = state / "journal" / f"{self.day}.jsonl"
         self.snapshot_path = state / "snapshots" / "latest.json"
         self.intents = intents or IntentRegistry(dict(settings.strategies.tags), path=state / "intents.jsonl")
-        self.pipeline = Pipeline(settings, intents=self.intents, snapshot_path=self.snapshot_path)
+        # snapshot_path is set on the pipeline only after the opening reconcile (see start())
+        self.pipeline = Pipeline(settings, intents=self.intents)
         self.recorder: Any = None  # opened in start(), after the single-instance lock: chdb allows one process
         self.sink: Any = None
         if settings.recorder.parquet_snapshots:
@@ -217,6 +218,12 @@ class Service:
         self.pipeline.start()
         attribution = attribution_from(previous.positions if previous else (), self.pipeline.store.view().positions)
         self.startup = self.reconciler.check(reason="startup", opening=True, attribution=attribution)
+        if not self.startup.error:
+            # only now do the books hold yesterday's positions with their strategies: writing
+            # latest.json earlier would drop that attribution if this check failed
+            self.pipeline.snapshot_path = self.snapshot_path
+        else:
+            log.warning("snapshot_file_kept", path=str(self.snapshot_path), reason="the opening reconcile failed: latest.json keeps the last good snapshot (yesterday's attribution)")
         elapsed_ms = (time.monotonic() - t0) * 1000
         if elapsed_ms > self.settings.reconcile.deadline_ms:
             self.halt.enter(f"start-up took {elapsed_ms:.0f} ms > deadline {self.settings.reconcile.deadline_ms} ms")
