@@ -11,6 +11,7 @@ and nothing we store or log may). `kept_copy` (what a dead letter keeps of a rej
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
@@ -49,6 +50,14 @@ def to_plain(value: Any) -> Any:
 
 
 PERSON_ID = "person_id"
+# a person_id's value inside text (a payload that arrived as JSON text, an error message):
+# the key, up to 6 quoting/escaping/separator characters, then the value up to its delimiter
+_PERSON_ID_IN_TEXT = re.compile(r"(person_id\W{0,6})[^\s\"',;:=}\]\\]+")
+
+
+def scrub_person_id_text(text: str) -> str:
+    """`text` with the value after every `person_id` replaced by `***`."""
+    return _PERSON_ID_IN_TEXT.sub(r"\1***", text) if PERSON_ID in text else text
 
 
 def without_person_id(value: Any) -> Any:
@@ -69,6 +78,8 @@ def without_person_id(value: Any) -> Any:
     if kind is list or kind is tuple:
         items = [without_person_id(v) for v in value]
         return value if all(a is b for a, b in zip(items, value)) else kind(items)
+    if kind is str:  # a payload that arrived as text (only at the top: nested strings are not scanned)
+        return scrub_person_id_text(value)
     return value
 
 
@@ -120,6 +131,7 @@ def kept_copy(msg: Any) -> Any:
 
 
 def _kept_text(text: str, budget: list[int], limit: int = KEPT_TEXT_MAX) -> str:
+    text = scrub_person_id_text(text)
     room = max(0, min(limit, budget[0]))
     if len(text) > room:
         text = text[:room] + f"...<{len(text) - room} more characters>"

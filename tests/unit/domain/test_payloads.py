@@ -359,3 +359,15 @@ def test_safe_text_and_state_text_are_bounded_utf8_and_never_raise():
     assert state_text(sj.OrderState.StockDeal) == "SDEAL"
     assert state_text(BadState()) == "<BadState>"
     assert state_text(None) == "None"
+
+
+def test_a_person_id_inside_text_is_masked_in_dead_letters_and_the_journal_copy():
+    import json
+
+    from execstate.domain.payloads import kept_copy, without_person_id
+
+    as_text = json.dumps({"order": {"account": {"person_id": "A123456789", "broker_id": "9A95"}}})
+    twice = json.dumps(as_text)  # JSON text inside JSON text: escaped quotes
+    for kept in (kept_copy(as_text), kept_copy(twice), kept_copy({"note": as_text}), without_person_id(as_text)):
+        assert "A123456789" not in json.dumps(kept)
+        assert "9A95" in json.dumps(kept)  # only the person_id's value is masked
