@@ -63,6 +63,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import structlog.testing
 import yaml
 
 from service_proc import LoggedProcess, spawn
@@ -355,7 +356,10 @@ class DocRun:
         previous = Path.cwd()
         os.chdir(cwd)
         try:
-            runner.run(test, out=report.append, clear_globs=False)
+            # log lines (position_adjusted ...) are not the examples' output, whatever an earlier
+            # test left structlog configured to
+            with structlog.testing.capture_logs():
+                runner.run(test, out=report.append, clear_globs=False)
         finally:
             os.chdir(previous)
         globs.update(test.globs)  # DocTest copies its globs: carry the page's names to its next block
