@@ -51,14 +51,15 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from execstate.app import Pipeline
-from execstate.bridge.orders import OrderAdapter, StrategyTags
+from execstate.bridge.orders import OrderAdapter, OrderRateLimited, StrategyTags
 from execstate.bus import TOPIC_DELTA, TOPIC_FILL, TOPIC_ORDER, EventBus
 from execstate.config import Settings
 from execstate.domain.events import FillEvent, OrderEvent, PositionDelta, PositionSnapshot
 from execstate.normalize.intents import IntentRegistry
+from execstate.reconcile.gateway import SlidingWindowLimiter
 from execstate.reconcile.halt import HaltState, HaltStatus
 
-__all__ = ["EventStream", "Execstate", "Listener", "TradingHalted"]
+__all__ = ["EventStream", "Execstate", "Listener", "OrderRateLimited", "TradingHalted", "order_budget"]
 
 _CLOSED = object()
 
@@ -143,6 +144,21 @@ class EventStream:
         self.close()
 
 
+def order_budget(settings: Settings, clock: Callable[[], float] = time.monotonic) -> Callable[[str], None]:
+    """The order adapter's `admit`: at most `rate_limits.order_calls_per_window` place/cancel
+    calls in any `order_window_ms` (Shioaji's 250 per 10 s; past it the login is banned for a
+    minute). A call over the budget raises `OrderRateLimited` instead of being sent."""
+    limits = settings.rate_limits
+    limiter = SlidingWindowLimiter(limits.order_calls_per_window, limits.order_window_ms / 1000, clock=clock)
+
+    def admit(call: str) -> None:
+        if limiter.try_acquire() is None:
+            raise OrderRateLimited(f"{call} refused: {limiter.limit} order calls in the last {limiter.window_s:g} s "
+                                   f"(rate_limits.order_calls_per_window={limiter.limit}); retry later")
+
+    return admit
+
+
 class Execstate:
     """The strategy-facing facade over a pipeline (and, usually, the service running it)."""
 
@@ -155,7 +171,7 @@ class Execstate:
         self._halt = halt if halt is not None else HaltState()
         intents = intents if intents is not None else pipeline.intents
         self.tags = tags if tags is not None else StrategyTags(pipeline.settings.strategies.tags)
-        self.adapter = OrderAdapter(api, intents.register, self.tags, intents.add_tag) if api is not None else None
+        self.adapter = OrderAdapter(api, intents.register, self.tags, intents.add_tag, order_budget(pipeline.settings)) if api is not None else None
         self._owns_service = False
 
     # --- construction -------------------------------------------------------------------
@@ -273,7 +289,7 @@ class Execstate:
 
         Returns the broker's trade. Raises `TradingHalted` while HALTed, `RuntimeError` when
         there is no broker session or the service is not running yet, `ValueError` for a bad
-        tag, and whatever `place_order` raises (the broker's refusal, its rate-limit ban).
+        tag, `OrderRateLimited` past the order-call budget (`order_budget`), and whatever `place_order` raises (the broker's refusal, its rate-limit ban).
         """
         status = self._halt.status()
         if status.halted:

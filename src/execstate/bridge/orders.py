@@ -1,11 +1,16 @@
 """Order-adapter hook: every order a strategy places is attributed at placement, not guessed.
 
-Entry points: `OrderAdapter(api, register_intent, tag_for_strategy, register_tag=None)` with
-`.place(strategy, contract, order) -> trade` and `.cancel(trade)`; `StrategyTags(configured)`
+Entry points: `OrderAdapter(api, register_intent, tag_for_strategy, register_tag=None,
+admit=None)` with `.place(strategy, contract, order) -> trade` and `.cancel(trade)`;
+`OrderRateLimited`; `StrategyTags(configured)`
 (strategy -> `custom_field` tag, configured or derived); `validate_tag(tag, strategy)`;
 `intent_symbol(contract, order)`.
 
 What `place` does, in this order:
+0. Asks `admit(call)` for a slot of the order-call budget (Shioaji: 250 order calls per 10 s,
+   past which the login is banned for a minute, cancels included). `admit` raises
+   `OrderRateLimited` when the budget is spent: the call is refused here, never sent to be
+   banned. `cancel` asks too.
 1. Tags the order: a copy of `order` with `custom_field` = the strategy's tag (Shioaji's
    orders are immutable). The tag must be 1 to 6 characters (Shioaji's memo limit), else
    `ValueError` naming the field, the value and the strategy. An order that already carries a
@@ -121,13 +126,19 @@ def with_custom_field(order: Any, tag: str) -> Any:
     return tagged
 
 
+class OrderRateLimited(RuntimeError):
+    """The order-call budget (`rate_limits.order_calls_per_window`) is spent: retry later."""
+
+
 class OrderAdapter:
     """Places orders for strategies and records who placed them (see the module docstring)."""
 
     def __init__(self, api: Any, register_intent: Callable[[str, str, str, str], Any],
                  tag_for_strategy: Callable[[str], str],
-                 register_tag: Callable[[str, str], Any] | None = None) -> None:
+                 register_tag: Callable[[str, str], Any] | None = None,
+                 admit: Callable[[str], None] | None = None) -> None:
         self.api = api
+        self._admit = admit
         self._register_intent = register_intent
         self._tag_for = tag_for_strategy
         self._register_tag = register_tag
@@ -146,6 +157,8 @@ class OrderAdapter:
             raise ValueError(f"order.custom_field={current!r}: strategy {strategy!r} places with tag {tag!r}; "
                              f"leave custom_field empty (the adapter sets it)")
         tagged = order if current == tag else with_custom_field(order, tag)
+        if self._admit is not None:
+            self._admit("place_order")
         if self._register_tag is not None:
             self._register_tag(tag, strategy)  # before the call: a report may race the return
         trade = self.api.place_order(contract, tagged)
@@ -161,4 +174,6 @@ class OrderAdapter:
 
     def cancel(self, trade: Any) -> Any:
         """Cancel what rests of `trade` (no attribution needed: the order is already known)."""
+        if self._admit is not None:
+            self._admit("cancel_order")
         return self.api.cancel_order(trade)

@@ -213,3 +213,28 @@ def test_a_futures_fill_racing_the_return_is_unassigned_later_reports_are_attrib
     assert positions == {("unassigned", "TXFL6"): 1}  # the documented limit: futures carry no custom_field
     order = pipeline.normalizer.orders.record("F002000-7654321", trade.order.id)
     assert order.strategy == "trend"
+
+
+def test_order_call_budget_refuses_place_and_cancel_past_the_limit_and_frees_after_the_window():
+    # Arrange: a budget of 3 calls per 10 s on a hand-driven clock
+    from execstate.api import order_budget
+    from execstate.bridge.orders import OrderRateLimited
+
+    now = [100.0]
+    settings = parse_settings({"rate_limits": {"order_calls_per_window": 3, "order_window_ms": 10_000}})
+    registry = IntentRegistry()
+    api = FakeApi(registry)
+    adapter = OrderAdapter(api, registry.register, StrategyTags(), registry.add_tag, order_budget(settings, clock=lambda: now[0]))
+
+    # Act / Assert: 2 places and a cancel use the budget; the next call is refused before the broker sees it
+    trade = adapter.place("mean_rev", STOCK, _stock_order())
+    adapter.place("mean_rev", STOCK, _stock_order())
+    adapter.cancel(trade)
+    with pytest.raises(OrderRateLimited, match=r"place_order refused: 3 order calls in the last 10 s \(rate_limits.order_calls_per_window=3\)"):
+        adapter.place("other", STOCK, _stock_order())
+    assert len(api.calls) == 3
+    assert registry.resolve("", "OTHER") != "other"  # a refused order registers nothing
+
+    now[0] += 10.1  # the window (plus its safety margin) has passed
+    adapter.place("mean_rev", STOCK, _stock_order())
+    assert len(api.calls) == 4
