@@ -47,8 +47,8 @@ from execstate.reconcile.pnl import BrokerEstimate, OpenCost, OpenCostCache
 from execstate.reconcile.reconciler import ReconcileResult, Reconciler, attribution_from, reconcile_record
 from execstate.telemetry.alerts import AlertEvaluator, AlertLoop, InputsReader, rules_for
 from execstate.telemetry.logging import get_logger
-from execstate.telemetry.http import Unavailable, start_server
-from execstate.telemetry.metrics import MetricSources, ReconcileMetrics, registry_for, stop_metrics_server
+from execstate.telemetry.http import Unavailable, start_server, stop_server
+from execstate.telemetry.metrics import MetricSources, ReconcileMetrics, registry_for
 
 log = get_logger("execstate.service")
 _TAIPEI = dt.timezone(dt.timedelta(hours=8))
@@ -269,7 +269,7 @@ class Service:
             self.recorder.stop()  # what cannot reach the database stays in the spool
         self.control.stop()
         if self.metrics_server is not None:
-            stop_metrics_server(self.metrics_server)
+            stop_server(self.metrics_server)
         self.gateway.close()
         log.info("service_stopped", fills=self.pipeline.stats.fills)
 

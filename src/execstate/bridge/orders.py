@@ -157,6 +157,7 @@ class OrderAdapter:
             raise ValueError(f"order.custom_field={current!r}: strategy {strategy!r} places with tag {tag!r}; "
                              f"leave custom_field empty (the adapter sets it)")
         tagged = order if current == tag else with_custom_field(order, tag)
+        symbol = intent_symbol(contract, tagged)  # before the call: once the order is live, nothing may raise
         if self._admit is not None:
             self._admit("place_order")
         if self._register_tag is not None:
@@ -164,7 +165,6 @@ class OrderAdapter:
         trade = self.api.place_order(contract, tagged)
         self.placed += 1
         order_id = str(trade.order.id)
-        symbol = intent_symbol(contract, tagged)
         try:
             self._register_intent(order_id, strategy, symbol, tag)
         except Exception as exc:  # the order is live: keep its handle, say loudly what is missing

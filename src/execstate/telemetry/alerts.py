@@ -352,9 +352,9 @@ class InputsReader:
             values["orders_working"] = None if working is None else int(working)
         else:
             values["orders_working"] = None
-        reconcile = self.sources.reconcile
-        if reconcile is not None:
-            snap = reconcile.snapshot()
+        reconcile = getattr(self.sources, "reconcile", None)
+        snap = None if reconcile is None else self._guarded("reconcile", reconcile.snapshot)
+        if snap is not None:
             values["mismatch_quantity"] = int(snap.last_mismatch_quantity)
             if snap.pnl_mismatch_twd:
                 account, diff = max(snap.pnl_mismatch_twd.items(), key=lambda kv: (kv[1], kv[0]))
@@ -377,8 +377,10 @@ class InputsReader:
 
     def _call(self, name: str) -> Any:
         source = getattr(self.sources, name, None)
-        if source is None:
-            return None
+        return None if source is None else self._guarded(name, source)
+
+    @staticmethod
+    def _guarded(name: str, source: Callable[[], Any]) -> Any:
         try:
             return source()
         except Exception as exc:  # healthy defaults for this reading; never HALT on an unreadable source

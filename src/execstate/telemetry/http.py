@@ -215,8 +215,8 @@ def start_server(registry: CollectorRegistry, handlers: Mapping[str, Handler] | 
                  host: str = "127.0.0.1", port: int = 0, routes: Mapping[str, Route] = API_ROUTES) -> TelemetryHTTPServer:
     """Serve `/metrics` from `registry` and the API from `handlers` on a loopback address.
 
-    `port=0` picks a free port. Serves on a daemon thread; stop with `stop_server(server)`
-    (or `metrics.stop_metrics_server`: the same calls). Raises ValueError for a non-loopback
+    `port=0` picks a free port. Serves on a daemon thread; stop with `stop_server(server)`.
+    Raises ValueError for a non-loopback
     host, a handler without a route or handlers without a token; OSError when the port is taken.
     """
     require_loopback(host)

@@ -2,8 +2,8 @@
 
 Entry points: `MetricSources` (what to read), `ExecstateCollector(sources)` (a
 prometheus_client custom collector), `ReconcileMetrics(deadline_ms, budget_ms=None).record(result)`,
-`registry_for(sources)`, `start_metrics_server(registry, host, port) -> (server, url)`,
-`stop_metrics_server(server)`.
+`registry_for(sources)`. The HTTP server that serves the registry (`/metrics`, loopback only)
+is `telemetry.http.start_server`.
 
 Invariants:
 - Nothing here runs on the pipeline thread: the collector reads `PipelineStats` ints, the
@@ -17,19 +17,17 @@ Invariants:
 - Position and PnL gauges are summed per (account, strategy) from the store's lock-free view
   at scrape time, never per symbol (bounded cardinality).
 - One registry per service (`registry_for`), never prometheus_client's global one.
-- The HTTP server binds a loopback address only.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
@@ -338,30 +336,3 @@ def registry_for(sources: MetricSources) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ExecstateCollector(sources))
     return registry
-
-
-def start_metrics_server(registry: CollectorRegistry, host: str = "127.0.0.1", port: int = 0) -> tuple[Any, str]:
-    """Serve `registry` over HTTP on a loopback address, on a daemon thread.
-
-    `port=0` picks a free port. Returns (server, url of /metrics); stop it with
-    `stop_metrics_server(server)`. A non-loopback `host` is a ValueError: metrics stay on
-    the machine (put a proxy or an agent in front to export them).
-    """
-    if host != "localhost":
-        try:
-            loopback = ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = False
-        if not loopback:
-            raise ValueError(f"metrics are served on a loopback address only, got {host!r}")
-    server, _thread = start_http_server(port, addr=host, registry=registry)
-    bound_host, bound_port = server.server_address[:2]
-    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-    log.info("metrics_server_started", url=f"http://{shown}:{bound_port}/metrics")
-    return server, f"http://{shown}:{bound_port}/metrics"
-
-
-def stop_metrics_server(server: Any) -> None:
-    """Stop serving and close the socket (waits for the serving loop to end)."""
-    server.shutdown()
-    server.server_close()

@@ -238,3 +238,16 @@ def test_order_call_budget_refuses_place_and_cancel_past_the_limit_and_frees_aft
     now[0] += 10.1  # the window (plus its safety margin) has passed
     adapter.place("mean_rev", STOCK, _stock_order())
     assert len(api.calls) == 4
+
+
+def test_a_contract_without_a_symbol_is_refused_before_anything_is_sent():
+    # Arrange
+    registry = IntentRegistry()
+    adapter, api = _adapter(registry)
+
+    # Act
+    with pytest.raises(AttributeError):
+        adapter.place("mean_rev", SimpleNamespace(security_type="STK"), _stock_order())  # no `code`
+
+    # Assert: the order never went out, so no live order lost its handle
+    assert api.calls == [] and adapter.placed == 0

@@ -520,6 +520,26 @@ def test_reader_leaves_missing_or_failing_sources_at_healthy_defaults():
     assert inputs == replace(HEALTHY, market_open=True, orders_working=None)
 
 
+def test_reader_keeps_reading_the_other_sources_when_the_reconcile_snapshot_fails():
+    # Arrange
+    src = Sources()
+    src.hb = Heartbeat(int(T0 * 1e9), ConnectionState.DOWN, int((T0 - 20) * 1e9), 0)
+
+    def boom():
+        raise RuntimeError("snapshot failed")
+
+    src.reconcile.snapshot = boom
+    reader = InputsReader(SETTINGS, src.metric_sources(), started_s=T0)
+
+    # Act
+    with capture_logs():
+        inputs = reader.read(T0)
+
+    # Assert
+    assert inputs.connection == "down"
+    assert inputs.mismatch_quantity == 0 and inputs.corrections_recent == 0 and inputs.last_recovery_s is None
+
+
 def test_loop_tick_reads_and_evaluates_at_its_clock():
     src = Sources()
     src.hb = Heartbeat(int(T0 * 1e9), ConnectionState.DOWN, int((T0 - 20) * 1e9), 0)

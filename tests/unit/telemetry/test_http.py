@@ -16,7 +16,6 @@ from execstate.normalize.orders import OrderBook, EventKind
 from execstate.reconcile.gateway import GatewayStats
 from execstate.telemetry.api import API_ROUTES, openapi_document
 from execstate.telemetry.http import Unavailable, start_server, stop_server
-from execstate.telemetry.metrics import stop_metrics_server
 
 TOKEN = "s3cret-token_value"
 
@@ -319,15 +318,6 @@ def test_concurrent_requests_are_served(server):
         t.join(10)
 
     assert results == [200] * 16
-
-
-def test_the_metrics_modules_stop_function_stops_this_server_too(registry):
-    srv = start_server(registry)
-
-    stop_metrics_server(srv)
-
-    with pytest.raises(OSError):
-        request(srv, "/metrics")
 
 
 def test_urls_name_the_bound_port(server):

@@ -19,7 +19,8 @@ from execstate.reconcile.halt import HaltState
 from execstate.reconcile.pnl import PnlDiscrepancy
 from execstate.reconcile.reconciler import ReconcileResult
 from execstate.telemetry.histogram import LATENCY_MS_BOUNDS, BucketHistogram
-from execstate.telemetry.metrics import MetricSources, ReconcileMetrics, registry_for, start_metrics_server, stop_metrics_server
+from execstate.telemetry.http import start_server, stop_server
+from execstate.telemetry.metrics import MetricSources, ReconcileMetrics, registry_for
 from execstate.telemetry.stats import LatencySamples
 
 SETTINGS = parse_settings({"runtime": {"gc_freeze_after_start": False, "switch_interval_us": 0}})
@@ -263,13 +264,14 @@ def test_no_sources_scrape_is_empty_and_registry_is_never_the_global_one():
 def test_http_server_answers_on_loopback_only():
     pipeline = Pipeline(SETTINGS)
     pipeline.process_batch([(NOW_NS, "SDEAL", stock_deal())])
-    server, url = start_metrics_server(registry_for(MetricSources(stats=pipeline.stats)))
+    server = start_server(registry_for(MetricSources(stats=pipeline.stats)))
+    url = server.metrics_url
     try:
         with urllib.request.urlopen(url, timeout=5) as resp:
             body = resp.read().decode()
             ctype = resp.headers["Content-Type"]
     finally:
-        stop_metrics_server(server)
+        stop_server(server)
 
     host, port = server.server_address[:2]
     assert host == "127.0.0.1" and port > 0
@@ -281,7 +283,7 @@ def test_http_server_answers_on_loopback_only():
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.10", "example.com"])
 def test_metrics_server_refuses_non_loopback_hosts(host):
     with pytest.raises(ValueError, match="loopback"):
-        start_metrics_server(registry_for(MetricSources()), host=host)
+        start_server(registry_for(MetricSources()), host=host)
 
 
 def test_positions_and_pnl_per_account_and_strategy_after_a_known_day():

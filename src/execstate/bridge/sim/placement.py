@@ -29,7 +29,8 @@ Invariants:
   their event ids) so new ids continue after them: reusing one would make the pipeline drop
   new reports as duplicates. Orders resting at the restart are not restored (never cancelled).
 - `OrderDesk` is thread-safe. `Outbox` calls `deliver` from one daemon thread
-  ("sim-shioaji-order-cb"), in due-time order (ties: submission order), never on the caller's.
+  ("sim-shioaji-order-cb"), in due-time order (ties: submission order), never on the caller's;
+  a `deliver` that raises is counted (`errors`) and logged, and the thread goes on.
 """
 
 from __future__ import annotations
@@ -48,19 +49,16 @@ from typing import Any
 
 import shioaji as sj
 
+from execstate.bridge.orders import CUSTOM_FIELD_MAX, _v
 from execstate.bridge.sim.catalog import (
     FUTURES, INSTRUMENTS, OPTIONS, UNASSIGNED, Instrument, OrderTicket, instrument_for, lot_shares,
     symbol_for)
 from execstate.bridge.sim.records import SimFill, SimTrade, build_trades, event_ts
 from execstate.bridge.sim.session import _B36, _B62, _enc
+from execstate.telemetry.logging import get_logger
 
-CUSTOM_FIELD_MAX = 6  # Shioaji's memo limit (reference: "at most 6 characters")
+log = get_logger("execstate.sim")
 PLACED_EVENT_ID = re.compile(r"^(sorder|sdeal|forder|fdeal)-\d{8}-p(\d{6,})$")
-
-
-def _v(value: Any) -> str:
-    """An enum's string value, the string itself, or "" for None."""
-    return "" if value is None else str(getattr(value, "value", value))
 
 
 def _derivative_keys() -> dict[str, Instrument]:
@@ -336,6 +334,7 @@ class Outbox:
         self._seq = itertools.count()
         self._unfinished = 0
         self._thread: threading.Thread | None = None
+        self.errors = 0  # deliveries that raised (counted and logged; the thread goes on)
 
     def send(self, items: Iterable[tuple[float, str, dict]]) -> None:
         """Queue (delay_s, state, payload) items; each is delivered `delay_s` from now."""
@@ -357,6 +356,9 @@ class Outbox:
                 _, _, state, msg = heapq.heappop(self._heap)
             try:
                 self._deliver(state, msg)
+            except Exception as exc:  # never die silently: later items (and join()) depend on this thread
+                self.errors += 1
+                log.error("sim_outbox_deliver_failed", state=state, error=repr(exc)[:300])
             finally:
                 with self._cv:
                     self._unfinished -= 1

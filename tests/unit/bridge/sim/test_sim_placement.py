@@ -302,3 +302,23 @@ def test_a_restarted_broker_restores_placed_reports_and_continues_their_ids(quie
     new_records = [m for s, m in again.broker.truth_records() if (m.get("trade_id") or m["order"]["id"]) == trade.order.id]
     assert trade.order.id not in old_ids and not {m["event_id"] for m in new_records} & old_events
     assert all(m["order"]["account"]["person_id"] == "" for m in (m for _, m in again.broker.truth_records()) if "order" in m)
+
+
+def test_outbox_survives_a_raising_delivery_and_delivers_the_rest():
+    from execstate.bridge.sim.placement import Outbox
+
+    delivered: list[str] = []
+
+    def deliver(state: str, msg: dict) -> None:
+        if msg["n"] == 1:
+            raise RuntimeError("bad callback")
+        delivered.append(msg["n"])
+
+    outbox = Outbox(deliver)
+    outbox.send([(0.0, "SORDER", {"n": 1}), (0.0, "SORDER", {"n": 2})])
+    assert outbox.join(timeout=5)
+    outbox.send([(0.0, "SORDER", {"n": 3})])
+    assert outbox.join(timeout=5)
+
+    assert delivered == [2, 3]
+    assert outbox.errors == 1
