@@ -32,11 +32,18 @@ from __future__ import annotations
 import copy
 import math
 import random
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any
+from pathlib import Path
+
+_FIXTURES = str(Path(__file__).resolve().parents[1] / "tests" / "fixtures")
+if _FIXTURES not in sys.path:  # Shioaji's OrderEventDict stand-in lives with the test payloads
+    sys.path.insert(0, _FIXTURES)
+from payloads import EventDictLike as DictLike  # noqa: E402
 
 ACCEPT, REJECT, EITHER = "accept", "reject", "either"
 MAX_EPOCH_S = 4_102_444_800  # 2100-01-01T00:00:00Z: a later broker time is garbage (and overflows int64 ns past 2262)
@@ -417,36 +424,6 @@ def _apply(m: tuple, state: Any, msg: Any) -> tuple[Any, Any]:
     except (KeyError, TypeError, IndexError):  # an earlier mutation removed or replaced the parent
         pass
     return state, msg
-
-
-class DictLike:
-    """Shioaji's `OrderEventDict` stand-in: dict-like, neither a dict nor a registered Mapping."""
-
-    __slots__ = ("_data",)
-
-    def __init__(self, data: dict) -> None:
-        self._data = data
-
-    def __getitem__(self, key: str) -> Any:
-        return self._data[key]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self._data.get(key, default)
-
-    def keys(self) -> Any:
-        return self._data.keys()
-
-    def items(self) -> Any:
-        return self._data.items()
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._data
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._data)
 
 
 WRAPS = ("list", "json_text", "none", "int", "float_nan", "bytes", "items_tuple", "empty", "dict_like", "str_keys_of_list")

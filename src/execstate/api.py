@@ -45,14 +45,13 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
-import queue
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from execstate.app import Pipeline
 from execstate.bridge.orders import OrderAdapter, OrderRateLimited, StrategyTags
-from execstate.bus import TOPIC_DELTA, TOPIC_FILL, TOPIC_ORDER, EventBus
+from execstate.bus import TOPIC_DELTA, TOPIC_FILL, TOPIC_ORDER, EventBus, Subscription
 from execstate.config import Settings
 from execstate.domain.events import FillEvent, OrderEvent, PositionDelta, PositionSnapshot
 from execstate.normalize.intents import IntentRegistry
@@ -60,8 +59,6 @@ from execstate.reconcile.gateway import SlidingWindowLimiter
 from execstate.reconcile.halt import HaltState, HaltStatus
 
 __all__ = ["EventStream", "Execstate", "Listener", "OrderRateLimited", "TradingHalted", "order_budget"]
-
-_CLOSED = object()
 
 
 class TradingHalted(RuntimeError):
@@ -95,53 +92,7 @@ class Listener:
         self._bus.unsubscribe(self._topic, self._callback)
 
 
-class EventStream:
-    """An iterator over one topic's events (optionally one strategy's), with its own unbounded
-    queue. `get(timeout)` raises `queue.Empty` on timeout; `close()` ends the iteration.
-    Usable as a context manager."""
-
-    def __init__(self, bus: EventBus, topic: str, strategy: str | None = None) -> None:
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._listener = Listener(bus, topic, _for_strategy(self._queue.put, strategy))
-
-    def __iter__(self) -> Iterator[Any]:
-        return self
-
-    def __next__(self) -> Any:
-        item = self._queue.get()
-        if item is _CLOSED:
-            raise StopIteration
-        return item
-
-    def get(self, timeout: float | None = None) -> Any:
-        """The next event, waiting at most `timeout` seconds (None: forever)."""
-        item = self._queue.get(timeout=timeout)
-        if item is _CLOSED:
-            raise StopIteration
-        return item
-
-    def drain(self) -> list[Any]:
-        """Every event already queued, without waiting."""
-        out = []
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return out
-            if item is _CLOSED:
-                self._queue.put(_CLOSED)
-                return out
-            out.append(item)
-
-    def close(self) -> None:
-        self._listener.close()
-        self._queue.put(_CLOSED)
-
-    def __enter__(self) -> EventStream:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+EventStream = Subscription  # the iterator `fills()` / `orders()` / `deltas()` return (bus.Subscription)
 
 
 def order_budget(settings: Settings, clock: Callable[[], float] = time.monotonic) -> Callable[[str], None]:
@@ -241,15 +192,15 @@ class Execstate:
 
     def fills(self, strategy: str | None = None) -> EventStream:
         """An iterator over fills from now on (of `strategy`, when given)."""
-        return EventStream(self.pipeline.bus, TOPIC_FILL, strategy)
+        return self.pipeline.bus.iterate(TOPIC_FILL, lambda put: _for_strategy(put, strategy))
 
     def orders(self, strategy: str | None = None) -> EventStream:
         """An iterator over order reports from now on."""
-        return EventStream(self.pipeline.bus, TOPIC_ORDER, strategy)
+        return self.pipeline.bus.iterate(TOPIC_ORDER, lambda put: _for_strategy(put, strategy))
 
     def deltas(self, strategy: str | None = None) -> EventStream:
         """An iterator over position deltas from now on."""
-        return EventStream(self.pipeline.bus, TOPIC_DELTA, strategy)
+        return self.pipeline.bus.iterate(TOPIC_DELTA, lambda put: _for_strategy(put, strategy))
 
     # --- state --------------------------------------------------------------------------
     def positions(self, strategy: str | None = None, *, account: str | None = None,

@@ -1,6 +1,7 @@
 """In-process event bus: strategies and risk subscribe to fills, order events and deltas.
 
-Entry points: `EventBus.subscribe(topic, callback)`, `EventBus.iterate(topic)`,
+Entry points: `EventBus.subscribe(topic, callback)`, `EventBus.iterate(topic, wrap=None) ->
+Subscription` (iterator, `get`, `drain`, `close`),
 `EventBus.publish(topic, event)`; topics `TOPIC_FILL`, `TOPIC_ORDER`, `TOPIC_DELTA`, `TOPIC_SNAPSHOT`.
 
 Invariants:
@@ -27,12 +28,18 @@ _CLOSED = object()
 
 
 class Subscription:
-    """An iterator over one topic's events; `close()` ends it."""
+    """An iterator over one topic's events, with its own unbounded queue; `close()` ends it.
 
-    def __init__(self, bus: EventBus, topic: str) -> None:
+    `wrap(put)` (optional) returns the callable actually subscribed, e.g. a filter that calls
+    `put` only for one strategy's events. `get(timeout)` raises `queue.Empty` on timeout,
+    `drain()` returns what is queued without waiting. Usable as a context manager.
+    """
+
+    def __init__(self, bus: EventBus, topic: str, wrap: Callable[[Callable[[Any], None]], Callable[[Any], None]] | None = None) -> None:
         self._bus = bus
         self._topic = topic
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._callback = wrap(self._queue.put) if wrap is not None else self._queue.put
 
     def __iter__(self) -> Iterator[Any]:
         return self
@@ -50,9 +57,28 @@ class Subscription:
             raise StopIteration
         return item
 
+    def drain(self) -> list[Any]:
+        """Every event already queued, without waiting."""
+        out = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return out
+            if item is _CLOSED:
+                self._queue.put(_CLOSED)
+                return out
+            out.append(item)
+
     def close(self) -> None:
-        self._bus.unsubscribe(self._topic, self._queue.put)
+        self._bus.unsubscribe(self._topic, self._callback)
         self._queue.put(_CLOSED)
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class EventBus:
@@ -76,11 +102,11 @@ class EventBus:
         self._check(topic)
         self._subscribers[topic] = tuple(cb for cb in self._subscribers[topic] if cb != callback)
 
-    def iterate(self, topic: str) -> Subscription:
-        """Subscribe with an iterator (for a consumer on its own thread)."""
+    def iterate(self, topic: str, wrap: Callable[[Callable[[Any], None]], Callable[[Any], None]] | None = None) -> Subscription:
+        """Subscribe with an iterator (for a consumer on its own thread); `wrap`: see `Subscription`."""
         self._check(topic)
-        sub = Subscription(self, topic)
-        self.subscribe(topic, sub._queue.put)
+        sub = Subscription(self, topic, wrap)
+        self.subscribe(topic, sub._callback)
         return sub
 
     def has_subscribers(self, topic: str) -> bool:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from service_proc import spawn
+from service_proc import wait_for as _wait_for
 import yaml
 
 from execstate.bridge.sim import SimConfig, generate_session
@@ -27,6 +28,10 @@ from execstate.config import DEFAULT_CONFIG_PATH
 from execstate.control import ControlClient, ControlError
 
 ORDERS = 80
+
+
+def wait_for(predicate, timeout, what):
+    return _wait_for(predicate, timeout, what, errors=(OSError, ControlError))
 
 
 def get(url: str, token: str | None = None) -> tuple[int, dict]:
@@ -70,18 +75,6 @@ def service(workdir):
         proc.communicate(timeout=60)
 
 
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-            if last:
-                return last
-        except (OSError, ControlError) as exc:
-            last = exc
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 def _order_states(rows: list[dict]) -> dict:

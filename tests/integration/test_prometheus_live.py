@@ -19,9 +19,14 @@ from pathlib import Path
 
 import pytest
 from service_proc import spawn
+from service_proc import wait_for as _wait_for
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def wait_for(predicate, timeout, what):
+    return _wait_for(predicate, timeout, what, poll_s=0.5)
 
 
 def cli(*args, cwd):
@@ -40,18 +45,6 @@ def api(port: int, path: str, **params) -> dict:
         return json.loads(reply.read())
 
 
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-            if last:
-                return last
-        except OSError as exc:
-            last = exc
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from service_proc import spawn
+from service_proc import spawn, wait_for
 from ch_http import ClickHouseHTTPFixture
 
 from execstate.bridge.sim import SimConfig, generate_session
@@ -43,13 +43,6 @@ def status(cwd, env):
     return json.loads(cli("status", "--json", cwd=cwd, env=env).stdout)
 
 
-def wait_for(predicate, timeout=60, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def counts(dsn):

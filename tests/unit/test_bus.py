@@ -160,3 +160,14 @@ def test_closing_one_subscription_leaves_another_on_the_same_topic():
     bus.publish(TOPIC_FILL, "f")
     assert two.get(timeout=1) == "f"
     assert list(one) == []
+
+
+def test_iterate_with_a_wrapping_filter_and_drain_then_close_unsubscribes():
+    bus = EventBus()
+    evens = bus.iterate(TOPIC_FILL, lambda put: (lambda e: put(e) if e % 2 == 0 else None))
+    for n in range(5):
+        bus.publish(TOPIC_FILL, n)
+    assert evens.drain() == [0, 2, 4] and evens.drain() == []
+    evens.close()
+    bus.publish(TOPIC_FILL, 6)
+    assert not bus.has_subscribers(TOPIC_FILL) and list(evens) == []

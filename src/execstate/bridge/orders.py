@@ -144,6 +144,7 @@ class OrderAdapter:
         self._register_tag = register_tag
         self.placed = 0
         self.intent_failures = 0
+        self._count_lock = threading.Lock()  # strategies may place from several threads
 
     def tag(self, strategy: str) -> str:
         """The validated `custom_field` tag of `strategy`."""
@@ -163,12 +164,14 @@ class OrderAdapter:
         if self._register_tag is not None:
             self._register_tag(tag, strategy)  # before the call: a report may race the return
         trade = self.api.place_order(contract, tagged)
-        self.placed += 1
+        with self._count_lock:
+            self.placed += 1
         order_id = str(trade.order.id)
         try:
             self._register_intent(order_id, strategy, symbol, tag)
         except Exception as exc:  # the order is live: keep its handle, say loudly what is missing
-            self.intent_failures += 1
+            with self._count_lock:
+                self.intent_failures += 1
             log.error("intent_not_recorded", order_id=order_id, strategy=strategy, symbol=symbol, custom_field=tag, error=repr(exc)[:300])
         return trade
 

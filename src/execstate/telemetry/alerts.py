@@ -338,6 +338,8 @@ class InputsReader:
         self._over_budget = CounterWindow(RECOVERY_WINDOW_S, started_s)
         self._bans = CounterWindow(BANS_WINDOW_S, started_s)
         self._spool = SlopeWindow(SPOOL_WINDOW_S)
+        self.source_failures: dict[str, int] = {}  # per source, for the life of the reader
+        self._failing: set[str] = set()  # sources whose last read failed
 
     def read(self, now_s: float) -> AlertInputs:
         values: dict[str, Any] = {"market_open": market_open(now_s)}
@@ -379,13 +381,21 @@ class InputsReader:
         source = getattr(self.sources, name, None)
         return None if source is None else self._guarded(name, source)
 
-    @staticmethod
-    def _guarded(name: str, source: Callable[[], Any]) -> Any:
+    def _guarded(self, name: str, source: Callable[[], Any]) -> Any:
+        """`source()`, or None (healthy defaults for this reading: never HALT on an unreadable
+        source). Failures are counted; the first of a run is a warning, the rest debug."""
         try:
-            return source()
-        except Exception as exc:  # healthy defaults for this reading; never HALT on an unreadable source
-            log.debug("alert_source_failed", source=name, error=repr(exc))
+            value = source()
+        except Exception as exc:
+            self.source_failures[name] = self.source_failures.get(name, 0) + 1
+            (log.debug if name in self._failing else log.warning)("alert_source_failed", source=name, error=repr(exc)[:300],
+                                                                  failures=self.source_failures[name])
+            self._failing.add(name)
             return None
+        if name in self._failing:
+            self._failing.discard(name)
+            log.info("alert_source_recovered", source=name)
+        return value
 
 
 class AlertLoop:

@@ -532,12 +532,15 @@ def test_reader_keeps_reading_the_other_sources_when_the_reconcile_snapshot_fail
     reader = InputsReader(SETTINGS, src.metric_sources(), started_s=T0)
 
     # Act
-    with capture_logs():
+    with capture_logs() as logs:
         inputs = reader.read(T0)
+        reader.read(T0 + 1)
 
     # Assert
     assert inputs.connection == "down"
     assert inputs.mismatch_quantity == 0 and inputs.corrections_recent == 0 and inputs.last_recovery_s is None
+    assert reader.source_failures == {"reconcile": 2}  # counted, and said once at warning level
+    assert [e["log_level"] for e in logs if e["event"] == "alert_source_failed"] == ["warning", "debug"]
 
 
 def test_loop_tick_reads_and_evaluates_at_its_clock():
